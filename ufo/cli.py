@@ -1,0 +1,76 @@
+"""The `ufo` command. Each subcommand names its handler as "module:function"; the module is imported only
+when that subcommand runs, so `ufo --help` stays fast and a command never loads what it does not use."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+
+def _handler(parser: argparse.ArgumentParser, target: str) -> None:
+    parser.set_defaults(_target=target)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="datasets: build the offline demo set")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    demo = data_sub.add_parser("demo", help="build the offline demo set for all four tasks")
+    demo.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
+    demo.add_argument("--seed", type=int, default=0)
+    _handler(demo, "ufo.data.demo:cli_demo")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train the multi-task supernet (or a single-task baseline)")
+    train.add_argument("--preset", default="demo", help="model + schedule preset (default: demo)")
+    train.add_argument("--tasks", default="face,person,vehicle,product", help="comma-separated subset")
+    train.add_argument("--data", default="data/demo", help="dataset root with one folder per task")
+    train.add_argument("--out", default="runs/demo/supernet", help="run folder (checkpoint, log, metrics)")
+    train.add_argument("--steps", type=int, default=None, help="override the preset's step count")
+    train.add_argument("--batch-per-task", type=int, default=None, help="override images per task per step")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    train.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
+    train.add_argument("--grad-checkpointing", action="store_true")
+    _handler(train, "ufo.train.cli:cli_train")
+
+
+def _add_store(sub: argparse._SubParsersAction) -> None:
+    store = sub.add_parser("store", help="model repository: verify")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    verify = store_sub.add_parser("verify", help="check every model in a Triton model repository")
+    verify.add_argument("--repository", default="model_store/repository")
+    _handler(verify, "model_store.verify:cli_verify")
+
+
+SECTIONS = (_add_data, _add_train, _add_store)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ufo", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SECTIONS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    module_name, func_name = args._target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:  # our typed errors derive from these: no traceback
+        print(f"ufo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
