@@ -34,7 +34,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     train.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     train.add_argument("--grad-checkpointing", action="store_true")
-    _handler(train, "ufo.train.cli:cli_train")
+    _handler(train, "ufo.train.run:cli_train")
 
 
 def _add_store(sub: argparse._SubParsersAction) -> None:

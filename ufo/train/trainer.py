@@ -1,0 +1,215 @@
+"""Heterogeneous-batch multi-task supernet training.
+
+Every step takes one P x K batch from every task, concatenates them through the shared backbone, splits
+the features per task into its head and losses, and sums the losses. Supernet configs follow the sandwich
+rule (largest / smallest / random per step), chosen from (seed, step) so every DDP rank uses the same one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ufo.data.types import TaskData
+from ufo.model.config import SubnetConfig
+from ufo.model.presets import get_arch
+from ufo.model.supernet import UFOSupernet
+from ufo.tasks import TASK_SPECS
+from ufo.train import distributed as dist
+from ufo.train.checkpoint import check_same_arch, load_checkpoint, save_checkpoint
+from ufo.train.config import TrainConfig
+from ufo.train.losses import batch_hard_triplet_loss, cosface_loss
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class TrainResult:
+    model: UFOSupernet
+    losses: list[float]  # total loss per step run in this call
+    checkpoint: Path
+
+
+def build_param_groups(model: UFOSupernet, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Shared backbone at the base lr; each task's own FFNs, neck and classifier at lr x lr_mult[task];
+    no weight decay on norms, biases, tokens, position embeddings and router logits."""
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        owner = next((t for t in model.tasks if f".ffn.{t}." in name or name.startswith((f"necks.{t}.",
+                      f"classifiers.{t}"))), "shared")
+        no_decay = p.ndim <= 1 or name in ("cls_token", "pos_embed", "router_logits")
+        groups.setdefault((owner, no_decay), []).append(p)
+    return [
+        {"params": ps, "lr_mult": cfg.lr_mult.get(owner, 1.0), "weight_decay": 0.0 if nd else cfg.weight_decay,
+         "name": f"{owner}{'/no_decay' if nd else ''}"}
+        for (owner, nd), ps in sorted(groups.items())
+    ]
+
+
+def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
+    """Linear warm-up from 1/warmup to 1, then cosine decay to 0."""
+    warmup = max(1, int(total * warmup_fraction))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def config_for_step(model: UFOSupernet, kind: str, seed: int, step: int, index: int) -> SubnetConfig:
+    if kind == "max":
+        return model.largest_config()
+    if kind == "min":
+        return model.smallest_config()
+    if kind == "random":
+        return model.sample_config(random.Random(f"{seed}/{step}/{index}"))
+    raise ValueError(f"unknown sandwich entry {kind!r}; expected max, min or random")
+
+
+def task_losses(model: nn.Module, images: torch.Tensor, labels: dict[str, torch.Tensor],
+                segments: list[tuple[str, int]], cfg: SubnetConfig) -> dict[str, torch.Tensor]:
+    core = model.module if hasattr(model, "module") else model
+    out = model(images, segments, cfg)
+    losses = {}
+    for task, (pre, post) in out.items():
+        spec = TASK_SPECS[task]
+        weight = core.classifiers[task][:, : cfg.embed_dim]
+        loss = cosface_loss(post, weight, labels[task], spec.cosface_scale, spec.cosface_margin)
+        if spec.use_triplet:
+            loss = loss + batch_hard_triplet_loss(pre, labels[task])
+        losses[task] = loss
+    return losses
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, data: dict[str, TaskData], out_dir: str | Path,
+                 device: str | None = None) -> None:
+        from ufo.data.loader import TaskStream  # the data package owns streams and augmentation
+
+        self.cfg, self.out_dir = cfg, Path(out_dir)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.arch = get_arch(cfg.preset)
+        self.rank = dist.setup()
+        torch.manual_seed(cfg.seed)
+        self.model = UFOSupernet(
+            self.arch, {t: data[t].num_classes for t in cfg.tasks}, drop_path_rate=cfg.drop_path,
+            grad_checkpointing=cfg.grad_checkpointing,
+        ).to(self.device)
+        self.wrapped = dist.wrap(self.model, self.device)
+        self.optimizer = torch.optim.SGD(build_param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+                                         nesterov=True)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        self.streams = {
+            t: TaskStream(data[t].train, size=self.arch.img_size, batch_size=cfg.batch_per_task,
+                          k=cfg.instances_per_id, augment=cfg.augment, seed=cfg.seed * 1000 + 17 * i + self.rank,
+                          task=t)
+            for i, t in enumerate(cfg.tasks)
+        }
+        self.step = 0
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch.to_dict(), "tasks": list(self.cfg.tasks), "num_classes": self.model.num_classes,
+            "train_config": self.cfg.to_dict(), "step": self.step, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+            "streams": {t: s.state_dict() for t, s in self.streams.items()},
+        }
+
+    def save(self) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.checkpoint_path, self.state())
+
+    def resume(self) -> None:
+        ckpt = load_checkpoint(self.checkpoint_path)
+        from ufo.model.config import ArchSpec
+
+        check_same_arch(self.checkpoint_path, ArchSpec.from_dict(ckpt["arch"]), self.arch)
+        if list(ckpt["tasks"]) != list(self.cfg.tasks):
+            raise ValueError(f"checkpoint {self.checkpoint_path} was trained on tasks {ckpt['tasks']}, "
+                             f"not {list(self.cfg.tasks)}")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        random.setstate(ckpt["rng"]["python"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        for t, s in self.streams.items():
+            s.load_state_dict(ckpt["streams"][t])
+        self.step = int(ckpt["step"])
+        log.info("resumed %s at step %d", self.checkpoint_path, self.step)
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def _set_lr(self) -> float:
+        factor = lr_factor(self.step, self.cfg.steps, self.cfg.warmup_fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr * factor * group["lr_mult"]
+        return self.cfg.lr * factor
+
+    def train_step(self) -> dict[str, float]:
+        batches = {t: next(s) for t, s in self.streams.items()}
+        images = torch.cat([b[0] for b in batches.values()]).to(self.device, non_blocking=True)
+        labels = {t: b[1].to(self.device) for t, b in batches.items()}
+        segments = [(t, len(b[1])) for t, b in batches.items()]
+        lr = self._set_lr()
+        self.model.train()
+        per_task = dict.fromkeys(self.cfg.tasks, 0.0)
+        n = len(self.cfg.sandwich)
+        for i, kind in enumerate(self.cfg.sandwich):
+            cfg = config_for_step(self.model, kind, self.cfg.seed, self.step, i)
+            with dist.no_sync_unless(self.wrapped, last=i == n - 1), torch.autocast(
+                    self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
+                losses = task_losses(self.wrapped, images, labels, segments, cfg)
+                total = sum(losses.values()) / n
+            self.scaler.scale(total).backward()
+            for t, v in losses.items():
+                per_task[t] += float(v.detach()) / n
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"step": self.step, "lr": lr, "loss": sum(per_task.values()), **per_task}
+
+    def fit(self, until: int | None = None) -> TrainResult:
+        until = min(until or self.cfg.steps, self.cfg.steps)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        losses: list[float] = []
+        bar = tqdm(total=until, initial=self.step, desc="train", disable=self.rank != 0, dynamic_ncols=True)
+        with open(self.out_dir / "train_log.jsonl", "a") as logf:
+            while self.step < until:
+                t0 = time.perf_counter()
+                record = self.train_step()
+                record["seconds"] = round(time.perf_counter() - t0, 4)
+                if not all(math.isfinite(v) for v in record.values()):
+                    raise FloatingPointError(f"non-finite loss at step {self.step}: {record}; lower the lr")
+                losses.append(record["loss"])
+                bar.update(1)
+                bar.set_postfix({t: f"{record[t]:.2f}" for t in self.cfg.tasks})
+                if self.rank == 0 and (self.step % self.cfg.log_every == 0 or self.step == until):
+                    logf.write(json.dumps(record) + "\n")
+                    logf.flush()
+                if self.step % self.cfg.checkpoint_every == 0 or self.step == until:
+                    self.save()
+        bar.close()
+        return TrainResult(self.model, losses, self.checkpoint_path)
