@@ -37,6 +37,32 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _handler(train, "ufo.train.run:cli_train")
 
 
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    search = sub.add_parser("search", help="evolutionary search of one task's subnet under a budget")
+    search.add_argument("--checkpoint", required=True, help="trained supernet checkpoint.pt")
+    search.add_argument("--task", required=True)
+    search.add_argument("--data", default="data/demo")
+    search.add_argument("--out", required=True, help="output folder (search.json, pareto.png)")
+    search.add_argument("--max-params", type=int, default=None)
+    search.add_argument("--max-params-ratio", type=float, default=None,
+                        help="max params as a fraction of the supernet's largest subnet (e.g. 0.7)")
+    search.add_argument("--max-flops", type=int, default=None)
+    search.add_argument("--max-latency-ms", type=float, default=None, help="measured on this machine")
+    search.add_argument("--latency-batch", type=int, default=1)
+    search.add_argument("--population", type=int, default=16)
+    search.add_argument("--generations", type=int, default=6)
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--no-recalibrate", action="store_true", help="skip BN recalibration of candidates")
+    _handler(search, "ufo.search.run:cli_search")
+
+    trim = sub.add_parser("trim", help="extract the searched subnet as a static ViT (no fine-tuning)")
+    trim.add_argument("--checkpoint", required=True)
+    trim.add_argument("--search", required=True, help="search.json written by `ufo search`")
+    trim.add_argument("--data", default="data/demo")
+    trim.add_argument("--out", required=True, help="output subnet file (.pt)")
+    _handler(trim, "ufo.search.trim:cli_trim")
+
+
 def _add_store(sub: argparse._SubParsersAction) -> None:
     store = sub.add_parser("store", help="model repository: verify")
     store_sub = store.add_subparsers(dest="store_command", required=True)
@@ -45,7 +71,7 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
     _handler(verify, "model_store.verify:cli_verify")
 
 
-SECTIONS = (_add_data, _add_train, _add_store)
+SECTIONS = (_add_data, _add_train, _add_search, _add_store)
 
 
 def build_parser() -> argparse.ArgumentParser:

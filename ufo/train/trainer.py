@@ -98,7 +98,8 @@ def task_losses(model: nn.Module, images: torch.Tensor, labels: dict[str, torch.
 class Trainer:
     def __init__(self, cfg: TrainConfig, data: dict[str, TaskData], out_dir: str | Path,
                  device: str | None = None) -> None:
-        from ufo.data.loader import TaskStream  # the data package owns streams and augmentation
+        from ufo.data.augment import AUGMENT_PRESETS
+        from ufo.data.sampling import TaskStream
 
         self.cfg, self.out_dir = cfg, Path(out_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -115,8 +116,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         self.streams = {
             t: TaskStream(data[t].train, size=self.arch.img_size, batch_size=cfg.batch_per_task,
-                          k=cfg.instances_per_id, augment=cfg.augment, seed=cfg.seed * 1000 + 17 * i + self.rank,
-                          task=t)
+                          k=cfg.instances_per_id, augment=AUGMENT_PRESETS[t] if cfg.augment else None,
+                          seed=cfg.seed * 1000 + 17 * i + self.rank)
             for i, t in enumerate(cfg.tasks)
         }
         self.step = 0

@@ -1,0 +1,86 @@
+"""`ufo trim`: extract the searched config of one task from the supernet as a plain static ViT, with no
+fine-tuning (UFO's claim), and save it with its config, params, FLOPs and the source checkpoint's hash."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ufo.model.config import ArchSpec, SubnetConfig
+from ufo.model.cost import subnet_cost
+from ufo.model.static import StaticViT, extract_subnet
+from ufo.search.recalibrate import recalibrate_bn, recalibration_batches
+from ufo.train.checkpoint import CheckpointError, checkpoint_hash
+
+log = logging.getLogger(__name__)
+
+SUBNET_FORMAT = "ufo-subnet/1"
+
+
+def save_subnet(path: str | Path, subnet: StaticViT, task: str, meta: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cost = subnet_cost(subnet.arch, subnet.cfg)
+    payload = {"format": SUBNET_FORMAT, "task": task, "arch": subnet.arch.to_dict(), "config": subnet.cfg.to_dict(),
+               "params": cost.params, "flops": cost.flops, "preprocess": subnet.preprocess.to_dict(),
+               "state_dict": subnet.state_dict(), **meta}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_subnet(path: str | Path) -> tuple[StaticViT, dict[str, Any]]:
+    """The static subnet (eval mode) and its record (everything saved except the weights)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"subnet file {path} is truncated or not a torch file: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != SUBNET_FORMAT:
+        raise CheckpointError(f"{path} is not a trimmed UFO subnet (expected format {SUBNET_FORMAT!r})")
+    subnet = StaticViT(ArchSpec.from_dict(payload["arch"]), SubnetConfig.from_dict(payload["config"]))
+    try:
+        subnet.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"subnet file {path}: weights do not fit its config: {exc}") from exc
+    return subnet.eval(), {k: v for k, v in payload.items() if k != "state_dict"}
+
+
+def trim(checkpoint: str | Path, search_json: str | Path, data_root: str | Path, out: str | Path) -> dict[str, Any]:
+    """Extract the search's best config; BN statistics recalibrated exactly as the search scored it."""
+    from ufo.search.run import load_search_inputs
+
+    report = json.loads(Path(search_json).read_text())
+    task, cfg = report["task"], SubnetConfig.from_dict(report["best"]["config"])
+    model, data = load_search_inputs(checkpoint, task, data_root)
+    source_hash = checkpoint_hash(checkpoint)
+    if report.get("checkpoint_hash") not in (None, source_hash):
+        raise ValueError(f"{search_json} was searched on another checkpoint than {checkpoint}")
+    recal = report["bn_recalibration"]
+    if recal["used"]:
+        recalibrate_bn(model, cfg, task, recalibration_batches(data.train, model.arch.img_size, seed=recal["seed"]))
+    subnet = extract_subnet(model, cfg, task)
+    meta = {"source_checkpoint_hash": source_hash, "val_metric": report["best"]["metric"], "metric": report["metric"],
+            "bn_recalibrated": recal["used"], "finetuned": False}
+    save_subnet(out, subnet, task, meta)
+    log.info("%s: trimmed subnet with %s params -> %s", task, f"{subnet_cost(model.arch, cfg).params:,}", out)
+    return {"task": task, "path": str(out), **meta}
+
+
+def cli_trim(args: argparse.Namespace) -> int:
+    result = trim(args.checkpoint, args.search, args.data, args.out)
+    print(f"{result['task']}: trimmed subnet -> {result['path']}")
+    return 0
