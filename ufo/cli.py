@@ -63,6 +63,31 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     _handler(trim, "ufo.search.trim:cli_trim")
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser("report", help="single-task vs supernet vs trimmed comparison -> docs/results.md")
+    report.add_argument("--run", default="runs/demo", help="pipeline run folder")
+    report.add_argument("--data", default="data/demo")
+    report.add_argument("--out", default="docs", help="where results.md, results.json and img/ go")
+    report.add_argument("--repeats", type=int, default=3, help="interleaved latency rounds per model")
+    _handler(report, "ufo.report.build:cli_report")
+
+    pipe = sub.add_parser("pipeline", help="data -> train -> baselines -> search -> trim -> report, end to end")
+    pipe.add_argument("--preset", default="demo")
+    pipe.add_argument("--tasks", default="face,person,vehicle,product")
+    pipe.add_argument("--data", default="data/demo")
+    pipe.add_argument("--out", default="runs/demo", help="run folder")
+    pipe.add_argument("--docs", default="docs", help="where the report goes")
+    pipe.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+    pipe.add_argument("--max-params-ratio", type=float, default=0.7,
+                      help="search budget: params as a fraction of the supernet's largest subnet")
+    pipe.add_argument("--max-flops-ratio", type=float, default=0.5)
+    pipe.add_argument("--population", type=int, default=16)
+    pipe.add_argument("--generations", type=int, default=6)
+    pipe.add_argument("--seed", type=int, default=0)
+    pipe.add_argument("--force", action="store_true", help="rerun every stage even if its output exists")
+    _handler(pipe, "ufo.pipeline:cli_pipeline")
+
+
 def _add_store(sub: argparse._SubParsersAction) -> None:
     store = sub.add_parser("store", help="model repository: verify")
     store_sub = store.add_subparsers(dest="store_command", required=True)
@@ -71,7 +96,7 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
     _handler(verify, "model_store.verify:cli_verify")
 
 
-SECTIONS = (_add_data, _add_train, _add_search, _add_store)
+SECTIONS = (_add_data, _add_train, _add_search, _add_report, _add_store)
 
 
 def build_parser() -> argparse.ArgumentParser:
