@@ -88,6 +88,19 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     _handler(pipe, "ufo.pipeline:cli_pipeline")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser("export", help="trimmed subnets of a run -> versioned Triton model repository")
+    export.add_argument("--run", default="runs/demo", help="pipeline run folder (subnets/<task>.pt)")
+    export.add_argument("--repository", default="model_store/repository")
+    export.add_argument("--data", default="data/demo", help="validation identities calibrate the threshold")
+    export.add_argument("--tasks", default=None, help="comma-separated subset (default: all four)")
+    export.add_argument("--kind", choices=("gpu", "cpu", "auto"), default="auto",
+                        help="Triton instance_group kind: gpu in production, cpu/auto where no GPU exists")
+    export.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    export.add_argument("--instances", type=int, default=2, help="model instances (1 intra-op thread each)")
+    _handler(export, "ufo.export:cli_export")
+
+
 def _add_store(sub: argparse._SubParsersAction) -> None:
     store = sub.add_parser("store", help="model repository: verify")
     store_sub = store.add_subparsers(dest="store_command", required=True)
@@ -96,7 +109,7 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
     _handler(verify, "model_store.verify:cli_verify")
 
 
-SECTIONS = (_add_data, _add_train, _add_search, _add_report, _add_store)
+SECTIONS = (_add_data, _add_train, _add_search, _add_report, _add_export, _add_store)
 
 
 def build_parser() -> argparse.ArgumentParser:
