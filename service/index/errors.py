@@ -1,0 +1,20 @@
+"""Index errors. All are ValueError/RuntimeError subclasses, so the HTTP layer maps them in one place:
+DimensionError/ModelVersionError → 422/409, SnapshotError → 500 at startup."""
+
+from __future__ import annotations
+
+
+class DimensionError(ValueError):
+    """Vectors of the wrong shape or dimension, or holding NaN/Inf/zero rows."""
+
+
+class ModelVersionError(ValueError):
+    """Vectors from a model version other than the one the index is bound to."""
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot that is missing, corrupted (checksum mismatch) or of an unknown format."""
+
+
+class TrainingSizeError(ValueError):
+    """Too few vectors to train the index the factory string asks for."""

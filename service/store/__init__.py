@@ -1,0 +1,20 @@
+"""Gallery records per task: SQLite (default, embedded) or Redis (distributed), one interface."""
+
+from service.store.base import GalleryStore, StoreError, replay_changes
+from service.store.factory import TASKS, open_store, sqlite_path
+from service.store.records import Change, Item, same_item, validate_item
+from service.store.sqlite_store import SQLiteStore
+
+__all__ = [
+    "TASKS",
+    "Change",
+    "GalleryStore",
+    "Item",
+    "SQLiteStore",
+    "StoreError",
+    "open_store",
+    "replay_changes",
+    "same_item",
+    "sqlite_path",
+    "validate_item",
+]

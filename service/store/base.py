@@ -1,0 +1,86 @@
+"""The gallery store interface every backend implements, and helpers written against it.
+
+Contract (both backends):
+- one store per task: its own SQLite file / its own Redis key prefix, its own change log;
+- `upsert` returns the offset of the last change it wrote, and returns only once the write is
+  committed (SQLite: after COMMIT; Redis: after the atomic script ran);
+- offsets increase strictly and are never reused, even after `trim_changes`;
+- `changes_since(o)` lists changes with offset > o in increasing order; an upsert change carries the
+  record exactly as written at that offset. Replaying every change after o onto a copy of the
+  state at o reproduces the current state; replay is idempotent, so a copy that already holds some
+  later changes converges too (rebuilds rely on this).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from service.store.records import Change, Item
+
+
+class StoreError(RuntimeError):
+    """A backend failed (I/O, connection, corrupted row); the message names the store."""
+
+
+@runtime_checkable
+class GalleryStore(Protocol):
+    """Async store of gallery records with a change log (see the module docstring)."""
+
+    async def upsert(self, items: Sequence[Item]) -> int:
+        """Insert or overwrite items; return the offset of the last change written."""
+        ...
+
+    async def get(self, item_id: str) -> Item | None:
+        """The record, or None."""
+        ...
+
+    async def delete(self, item_id: str) -> bool:
+        """Delete; True when the item existed (a delete change is logged only then)."""
+        ...
+
+    async def count(self) -> int:
+        """Number of records."""
+        ...
+
+    def iter_items(self, batch: int = 1000) -> AsyncIterator[Item]:
+        """All records, fetched `batch` at a time (not a point-in-time snapshot: pair it with
+        `last_offset()` read before iterating and replay the changes after it)."""
+        ...
+
+    async def changes_since(self, offset: int, limit: int = 1000) -> list[Change]:
+        """Up to `limit` changes with offset > `offset`, in increasing offset order."""
+        ...
+
+    async def last_offset(self) -> int:
+        """Offset of the newest change (0 before the first)."""
+        ...
+
+    async def trim_changes(self, before: int) -> int:
+        """Drop changes with offset < `before` (once a snapshot holds them); return how many."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+async def replay_changes(
+    store: GalleryStore,
+    since: int,
+    apply: Callable[[Change], Awaitable[None] | None],
+    *,
+    batch: int = 1000,
+) -> int:
+    """Feed every change after `since` to `apply`, in order; return the last offset applied
+    (`since` when there was none)."""
+    offset = since
+    while True:
+        changes = await store.changes_since(offset, batch)
+        for change in changes:
+            result = apply(change)
+            if result is not None:
+                await result
+            offset = change.offset
+        if len(changes) < batch:
+            return offset

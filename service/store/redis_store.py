@@ -1,0 +1,171 @@
+"""Redis gallery store: items in a hash, the change log in a Redis Stream (redis-py asyncio).
+
+Keys, under a per-task prefix with a hash tag so one task's keys share a cluster slot:
+  {prefix}:items    hash    id → record blob (see `records.encode_record`)
+  {prefix}:created  hash    id → created_at (kept beside, so overwrites preserve it)
+  {prefix}:log      stream  entry id "<offset>-0", fields op, id[, rec, created]
+  {prefix}:offset   string  last offset issued (INCR)
+Each write is one Lua script: record, counter and log entry change atomically, so the log never
+disagrees with the hash. Stream entry ids are the offsets themselves, so `changes_since` is one
+XRANGE and `trim_changes` one XTRIM MINID.
+Durability is the server's: an acknowledged write is in memory on the primary; it survives a
+restart only with `appendonly yes` (and `appendfsync always` for power loss).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from service.store.records import (
+    Change,
+    Item,
+    check_limit,
+    check_offset,
+    decode_record,
+    encode_record,
+    validate_item,
+)
+
+log = logging.getLogger(__name__)
+
+# KEYS: items, created, log, offset. ARGV: now, then (id, record) pairs. Returns the last offset.
+_UPSERT_LUA = """
+local last = tonumber(redis.call('GET', KEYS[4]) or '0')
+for i = 2, #ARGV, 2 do
+  local id, rec = ARGV[i], ARGV[i + 1]
+  redis.call('HSETNX', KEYS[2], id, ARGV[1])
+  local created = redis.call('HGET', KEYS[2], id)
+  redis.call('HSET', KEYS[1], id, rec)
+  last = redis.call('INCR', KEYS[4])
+  redis.call('XADD', KEYS[3], last .. '-0', 'op', 'upsert', 'id', id, 'rec', rec, 'created', created)
+end
+return last
+"""
+
+# KEYS: items, created, log, offset. ARGV: id. Returns the offset, or 0 when the id was absent.
+_DELETE_LUA = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+local off = redis.call('INCR', KEYS[4])
+redis.call('XADD', KEYS[3], off .. '-0', 'op', 'delete', 'id', ARGV[1])
+return off
+"""
+
+
+def task_prefix(task: str, namespace: str = "ufo") -> str:
+    """Key prefix for one task, e.g. 'ufo:{face}' (braces: a Redis Cluster hash tag)."""
+    return f"{namespace}:{{{task}}}"
+
+
+def _offset_of(entry_id: bytes | str) -> int:
+    """Stream entry id '<offset>-0' → offset."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0])
+
+
+def _change_of(entry_id: bytes, fields: dict[bytes, bytes]) -> Change:
+    item_id = fields[b"id"].decode()
+    if fields[b"op"] == b"delete":
+        return Change(_offset_of(entry_id), "delete", item_id, None)
+    item = decode_record(item_id, fields[b"rec"], float(fields[b"created"]))
+    return Change(_offset_of(entry_id), "upsert", item_id, item)
+
+
+class RedisStore:
+    """`GalleryStore` on Redis. Open with `await RedisStore.open(url, task)`."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str):
+        self.client = client
+        self.prefix = prefix
+        self._keys = [f"{prefix}:items", f"{prefix}:created", f"{prefix}:log", f"{prefix}:offset"]
+        self._upsert = client.register_script(_UPSERT_LUA)
+        self._delete = client.register_script(_DELETE_LUA)
+
+    @classmethod
+    async def open(cls, url: str, task: str, *, namespace: str = "ufo") -> RedisStore:
+        """Connect (binary replies) and check the server answers."""
+        client = aioredis.Redis.from_url(url, decode_responses=False)
+        await client.ping()
+        log.info("opened redis store %s prefix %s", url, task_prefix(task, namespace))
+        return cls(client, task_prefix(task, namespace))
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+    async def __aenter__(self) -> RedisStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def upsert(self, items: Sequence[Item]) -> int:
+        """Insert or overwrite atomically; returns the offset of the last change."""
+        checked = [validate_item(item) for item in items]
+        if not checked:
+            return await self.last_offset()
+        t0 = time.perf_counter()
+        now = time.time()
+        args: list[Any] = [repr(now)]
+        for item in checked:
+            args += [item.id, encode_record(Item(item.id, item.vector, item.metadata, item.model_version,
+                                                 item.image_ref, None, now))]
+        offset = int(await self._upsert(keys=self._keys, args=args))
+        log.debug("upserted %d items up to offset %d in %.1f ms", len(checked), offset,
+                  1e3 * (time.perf_counter() - t0))
+        return offset
+
+    async def delete(self, item_id: str) -> bool:
+        """Delete one record; logs a delete change only when it existed."""
+        return int(await self._delete(keys=self._keys, args=[item_id])) > 0
+
+    async def get(self, item_id: str) -> Item | None:
+        """The record, or None."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hget(self._keys[0], item_id)
+            pipe.hget(self._keys[1], item_id)
+            blob, created = await pipe.execute()
+        return None if blob is None else decode_record(item_id, blob, float(created))
+
+    async def count(self) -> int:
+        """Number of records."""
+        return int(await self.client.hlen(self._keys[0]))
+
+    async def last_offset(self) -> int:
+        """Newest offset ever issued, 0 before the first."""
+        value = await self.client.get(self._keys[3])
+        return 0 if value is None else int(value)
+
+    async def iter_items(self, batch: int = 1000) -> AsyncIterator[Item]:
+        """All records via HSCAN (no order; HSCAN may repeat a key, so repeats are skipped)."""
+        check_limit(batch)
+        seen: set[bytes] = set()
+        cursor = 0
+        while True:
+            cursor, page = await self.client.hscan(self._keys[0], cursor, count=batch)
+            fresh = [key for key in page if key not in seen]
+            if fresh:
+                created = await self.client.hmget(self._keys[1], fresh)
+                for key, when in zip(fresh, created, strict=True):
+                    seen.add(key)
+                    if when is not None:  # deleted between HSCAN and HMGET
+                        yield decode_record(key.decode(), page[key], float(when))
+            if cursor == 0:
+                return
+
+    async def changes_since(self, offset: int, limit: int = 1000) -> list[Change]:
+        """Changes with offset > `offset`, oldest first (one XRANGE)."""
+        check_offset(offset)
+        check_limit(limit)
+        entries = await self.client.xrange(self._keys[2], min=f"{offset + 1}-0", max="+", count=limit)
+        return [_change_of(entry_id, fields) for entry_id, fields in entries]
+
+    async def trim_changes(self, before: int) -> int:
+        """Drop log entries with offset < `before` (XTRIM MINID, exact)."""
+        check_offset(before)
+        return int(await self.client.xtrim(self._keys[2], minid=f"{max(before, 1)}-0", approximate=False))

@@ -1,0 +1,297 @@
+"""SQLite gallery store: one database file per task, WAL mode, change log in the same file.
+
+Why these settings:
+- WAL lets readers (searches' metadata look-ups, a rebuild's full scan) run while one writer
+  commits, without blocking each other.
+- `synchronous=FULL` (the default here): in WAL mode every COMMIT then fsyncs the WAL, so a write
+  we acknowledged survives a power loss or an OS crash. NORMAL would survive only an application
+  crash and may lose the last commits on power loss. Batch upserts amortise the fsync.
+- The item row and its change-log row are written in one transaction, so the log can never
+  disagree with the table.
+- sqlite3 calls block; every call runs in `asyncio.to_thread`. One writer connection behind a
+  lock (SQLite allows one writer anyway) and a small pool of reader connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from service.store.base import StoreError
+from service.store.records import (
+    Change,
+    Item,
+    check_limit,
+    check_offset,
+    decode_vector,
+    encode_metadata,
+    encode_vector,
+    validate_item,
+)
+
+log = logging.getLogger(__name__)
+
+Synchronous = Literal["NORMAL", "FULL"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    vector BLOB NOT NULL,
+    metadata TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    image_ref TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- the offset; AUTOINCREMENT: never reused after a trim
+    op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
+    id TEXT NOT NULL,
+    vector BLOB,
+    metadata TEXT,
+    model_version TEXT,
+    image_ref TEXT,
+    created_at REAL,
+    updated_at REAL
+);
+"""
+
+_ITEM_COLUMNS = "id, vector, metadata, model_version, image_ref, created_at, updated_at"
+
+_UPSERT_ITEM = f"""
+INSERT INTO items ({_ITEM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(id) DO UPDATE SET vector = excluded.vector, metadata = excluded.metadata,
+    model_version = excluded.model_version, image_ref = excluded.image_ref,
+    updated_at = excluded.updated_at
+RETURNING created_at
+"""
+
+_LOG_UPSERT = f"""
+INSERT INTO changes (op, {_ITEM_COLUMNS}) VALUES ('upsert', ?, ?, ?, ?, ?, ?, ?) RETURNING seq
+"""
+
+
+def _row_to_item(row: Sequence[Any]) -> Item:
+    """(id, vector, metadata, model_version, image_ref, created_at, updated_at) → Item."""
+    item_id, blob, metadata, model_version, image_ref, created_at, updated_at = row
+    return Item(
+        id=item_id,
+        vector=decode_vector(blob),
+        metadata=json.loads(metadata),
+        model_version=model_version,
+        image_ref=image_ref,
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+
+
+class SQLiteStore:
+    """`GalleryStore` on one SQLite file. Open with `await SQLiteStore.open(path)`."""
+
+    def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL", busy_timeout_ms: int = 5000):
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self._writer: sqlite3.Connection | None = None
+        self._write_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._all_readers: list[sqlite3.Connection] = []
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | Path, **options: Any) -> SQLiteStore:
+        """Create the file and schema if needed and return an open store."""
+        store = cls(path, **options)
+        await asyncio.to_thread(store._open_sync)
+        return store
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread=False: to_thread hands calls to any pool thread; our locks and the
+        # reader pool guarantee one thread uses a connection at a time.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return conn
+
+    def _open_sync(self) -> None:
+        t0 = time.perf_counter()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode!r})")
+        conn.executescript(_SCHEMA)
+        self._writer = conn
+        log.info("opened sqlite store %s (WAL, synchronous=%s) in %.1f ms",
+                 self.path, self.synchronous, 1e3 * (time.perf_counter() - t0))
+
+    def _require_open(self) -> None:
+        if self._closed or self._writer is None:
+            raise StoreError(f"{self.path}: store is closed or not opened (use SQLiteStore.open)")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """The writer connection inside BEGIN IMMEDIATE … COMMIT (rolled back on error)."""
+        self._require_open()
+        assert self._writer is not None
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A pooled reader connection (WAL: reads do not wait for the writer)."""
+        self._require_open()
+        try:
+            conn = self._readers.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
+            with self._pool_lock:
+                self._all_readers.append(conn)
+        try:
+            yield conn
+        finally:
+            self._readers.put(conn)
+
+    async def close(self) -> None:
+        """Close every connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._close_sync)
+
+    def _close_sync(self) -> None:
+        with self._write_lock, self._pool_lock:
+            for conn in self._all_readers:
+                conn.close()
+            if self._writer is not None:
+                self._writer.close()
+
+    async def __aenter__(self) -> SQLiteStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def upsert(self, items: Sequence[Item]) -> int:
+        """Insert or overwrite; returns once committed, with the offset of the last change."""
+        checked = [validate_item(item) for item in items]
+        if not checked:
+            return await self.last_offset()
+        return await asyncio.to_thread(self._upsert_sync, checked)
+
+    def _upsert_sync(self, items: list[Item]) -> int:
+        t0 = time.perf_counter()
+        now = time.time()
+        offset = 0
+        with self._write() as conn:
+            for item in items:
+                row = (item.id, encode_vector(item.vector), encode_metadata(item.metadata, item_id=item.id),
+                       item.model_version, item.image_ref, now, now)
+                (created_at,) = conn.execute(_UPSERT_ITEM, row).fetchone()
+                (offset,) = conn.execute(_LOG_UPSERT, row[:5] + (created_at, now)).fetchone()
+        log.debug("upserted %d items up to offset %d in %.1f ms", len(items), offset,
+                  1e3 * (time.perf_counter() - t0))
+        return int(offset)
+
+    async def delete(self, item_id: str) -> bool:
+        """Delete one record; logs a delete change only when it existed."""
+        return await asyncio.to_thread(self._delete_sync, item_id)
+
+    def _delete_sync(self, item_id: str) -> bool:
+        with self._write() as conn:
+            if conn.execute("DELETE FROM items WHERE id = ?", (item_id,)).rowcount == 0:
+                return False
+            conn.execute("INSERT INTO changes (op, id) VALUES ('delete', ?)", (item_id,))
+            return True
+
+    async def trim_changes(self, before: int) -> int:
+        """Drop log entries with offset < `before`."""
+        check_offset(before)
+        return await asyncio.to_thread(self._trim_sync, before)
+
+    def _trim_sync(self, before: int) -> int:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM changes WHERE seq < ?", (before,)).rowcount
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def get(self, item_id: str) -> Item | None:
+        """The record, or None."""
+        return await asyncio.to_thread(self._get_sync, item_id)
+
+    def _get_sync(self, item_id: str) -> Item | None:
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
+        return None if row is None else _row_to_item(row)
+
+    async def count(self) -> int:
+        """Number of records."""
+        return await asyncio.to_thread(self._scalar, "SELECT COUNT(*) FROM items")
+
+    async def last_offset(self) -> int:
+        """Newest offset ever issued (sqlite_sequence survives trims), 0 before the first."""
+        return await asyncio.to_thread(
+            self._scalar, "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)"
+        )
+
+    def _scalar(self, sql: str) -> int:
+        with self._read() as conn:
+            return int(conn.execute(sql).fetchone()[0])
+
+    async def iter_items(self, batch: int = 1000) -> AsyncIterator[Item]:
+        """All records in id order, `batch` per query (keyset pagination: no long transaction)."""
+        check_limit(batch)
+        after = ""
+        while True:
+            rows = await asyncio.to_thread(self._page_sync, after, batch)
+            for row in rows:
+                yield _row_to_item(row)
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    def _page_sync(self, after: str, batch: int) -> list[tuple[Any, ...]]:
+        with self._read() as conn:
+            return conn.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE id > ? ORDER BY id LIMIT ?", (after, batch)
+            ).fetchall()
+
+    async def changes_since(self, offset: int, limit: int = 1000) -> list[Change]:
+        """Changes with offset > `offset`, oldest first."""
+        check_offset(offset)
+        check_limit(limit)
+        return await asyncio.to_thread(self._changes_sync, offset, limit)
+
+    def _changes_sync(self, offset: int, limit: int) -> list[Change]:
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT seq, op, {_ITEM_COLUMNS} FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                (offset, limit),
+            ).fetchall()
+        return [
+            Change(int(row[0]), row[1], row[2], _row_to_item(row[2:]) if row[1] == "upsert" else None)
+            for row in rows
+        ]
