@@ -115,6 +115,8 @@ SECTIONS = (_add_data, _add_train, _add_search, _add_report, _add_export, _add_s
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ufo", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: all cores, 1 when the machine is busy; env UFO_THREADS)")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SECTIONS:
         add(sub)
@@ -127,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.threads is not None or args.command in ("train", "search", "trim", "report", "pipeline", "export"):
+        from ufo.runtime import configure_threads
+
+        configure_threads(args.threads)
     module_name, func_name = args._target.split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     try:

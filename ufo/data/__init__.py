@@ -1,0 +1,30 @@
+"""Datasets: readers for the standard layouts, task splits, preprocessing, augmentation, samplers, demo set.
+
+Modules: `types` (records), `readers` (Market/MSMT, VeRi, SOP, face folders + pairs, class folders),
+`splits` (`load_task_data`), `images` (the paper's preprocessing, `ImageCache`), `augment`, `sampling`
+(`IdentitySampler`, `TaskStream`), `demo` (`ufo data demo`). Names below are imported lazily, so importing
+`ufo.data` (or `ufo.data.images` from the service) never pulls in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DataError": "types", "EvalSet": "types", "Sample": "types", "TaskData": "types",
+    "read_market": "readers", "read_veri": "readers", "read_sop": "readers", "read_face_folders": "readers",
+    "read_face_pairs": "readers", "read_class_folders": "readers",
+    "load_task_data": "splits",
+    "load_image": "images", "preprocess": "images", "normalize": "images", "ImageCache": "images",
+    "AugmentConfig": "augment", "AUGMENT_PRESETS": "augment", "augment_batch": "augment",
+    "IdentitySampler": "sampling", "ShuffleSampler": "sampling", "TaskStream": "sampling",
+    "build_demo": "demo",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ufo.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ufo.data.{_EXPORTS[name]}"), name)

@@ -18,7 +18,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ufo.model.config import (
-    OWN,
     SHARED,
     ArchSpec,
     SubnetConfig,
@@ -91,8 +90,11 @@ class ElasticBlock(nn.Module):
     def _route(self, h: torch.Tensor, task: str, gate: torch.Tensor | int, dim: int, hidden: int) -> torch.Tensor:
         if isinstance(gate, int):  # a fixed or argmax path: run only the chosen FFN
             return self.ffn["shared" if gate == SHARED else task](h, dim, hidden)
-        # straight-through: the forward value is the hard choice, gradients reach both paths' logits
-        return gate[SHARED] * self.ffn["shared"](h, dim, hidden) + gate[OWN] * self.ffn[task](h, dim, hidden)
+        # Straight-through: the hard gate is 1 in the forward pass and carries the soft gradient back to both
+        # logits through the softmax. Only the chosen FFN runs (as GDAS does), which halves the FFN cost of
+        # training; the unchosen path's term, 0 * f(x) in value, would only add f(x) to the other logit's grad.
+        chosen = int(gate.detach().argmax())
+        return gate[chosen] * self.ffn["shared" if chosen == SHARED else task](h, dim, hidden)
 
 
 class UFOSupernet(nn.Module):
