@@ -1,0 +1,300 @@
+"""A Triton Inference Server backend: tritonclient's asyncio gRPC client (or HTTP), same interface.
+
+Manifests come from the same model repository the server serves (for ModelInfo and preprocessing), and
+every call pins the manifest's version, so the preprocessing we apply and the model that runs always
+agree. The server runs with explicit model control: `start` checks each model version is ready and, with
+`load_models=True`, asks the server to load it; a model that vanishes later (server restart) is checked
+again on the next call.
+
+Failure policy, so a gateway never hangs on a dead server:
+- every call is bounded by `timeout_s` (client deadline and an asyncio timeout around it);
+- only UNAVAILABLE / connection errors are retried, `retries` times, with exponential backoff from
+  `backoff_s`: a call gives up within (retries + 1) × timeout_s + backoff_s × (2^retries − 1);
+- giving up raises BackendUnavailable (→ 503 + Retry-After); a server-side queue limit raises Overloaded;
+  any other server error raises InferenceError. No bare tritonclient/grpc/aiohttp exception escapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import aiohttp
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+import tritonclient.http.aio as httpclient
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+from tritonclient.utils import InferenceServerException
+
+from model_store.model_config import CONFIG_FILE, read_config
+from service.inference.base import InferenceBackend, ModelInfo, check_pixels
+from service.inference.embedded import chunks
+from service.inference.errors import BackendUnavailable, InferenceError, Overloaded
+from service.inference.repository import RepositoryEntry, load_repository
+
+log = logging.getLogger(__name__)
+
+Protocol = Literal["grpc", "http"]
+Client = grpcclient.InferenceServerClient | httpclient.InferenceServerClient
+T = TypeVar("T")
+
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "embedding"
+# The channel reconnects within a second of a restarted server coming back (gRPC's default backoff grows
+# to two minutes, during which every call fails fast with UNAVAILABLE).
+_GRPC_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+_RETRYABLE = {"StatusCode.UNAVAILABLE", "503"}
+_TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED", "504"}
+_CANCELLED = {"StatusCode.CANCELLED"}  # the channel was closed under the call (backend closing)
+_OVERLOADED = {"StatusCode.RESOURCE_EXHAUSTED", "429"}
+_MODEL_GONE = ("unknown model", "is not found", "not ready", "is not loaded")
+
+
+class ModelNotReady(BackendUnavailable):
+    """The server is up but the model version is not loaded (never loaded, unloaded, or failed to load)."""
+
+
+class _Retryable(Exception):
+    """Internal: a failure worth retrying (the server or the connection is unavailable)."""
+
+
+def classify(exc: BaseException, what: str, timeout_s: float) -> Exception:
+    """The typed error for a failed call; `_Retryable` wraps the ones a retry may fix."""
+    if isinstance(exc, TimeoutError):
+        return BackendUnavailable(f"triton: {what} timed out after {timeout_s:g} s")
+    if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError | OSError):
+        return _Retryable(f"triton: {what}: cannot reach the server ({type(exc).__name__}: {exc})")
+    if isinstance(exc, InferenceServerException):
+        status, message = str(exc.status()), str(exc.message())
+        if any(marker in message.lower() for marker in _MODEL_GONE):
+            return ModelNotReady(f"triton: {what}: model not available on the server ({message})")
+        if status in _RETRYABLE:
+            return _Retryable(f"triton: {what}: server unavailable ({message})")
+        if status in _TIMEOUT:
+            return BackendUnavailable(f"triton: {what} timed out ({message})")
+        if status in _CANCELLED:
+            return BackendUnavailable(f"triton: {what} cancelled ({message})")
+        if status in _OVERLOADED:
+            return Overloaded(f"triton: {what}: server queue full ({message})")
+        return InferenceError(f"triton: {what} failed ({status}: {message})")
+    return InferenceError(f"triton: {what} failed ({type(exc).__name__}: {exc})")
+
+
+def local_max_batch_size(model_dir: Path) -> int | None:
+    """max_batch_size from the repository's own config.pbtxt (None if it cannot be read)."""
+    try:
+        return int(read_config(model_dir / CONFIG_FILE).max_batch_size) or None
+    except (OSError, ValueError):
+        return None
+
+
+class TritonBackend(InferenceBackend):
+    """Embeds through a Triton server at `url` (host:port, no scheme)."""
+
+    name = "triton"
+
+    def __init__(
+        self,
+        repository: Path | str,
+        url: str,
+        *,
+        protocol: Protocol = "grpc",
+        tasks: Iterable[str] | None = None,
+        model_names: Mapping[str, str] | None = None,
+        timeout_s: float = 10.0,
+        retries: int = 2,
+        backoff_s: float = 0.1,
+        load_models: bool = False,
+        require_ready: bool = False,
+        verify_hash: bool = True,
+    ) -> None:
+        if protocol not in ("grpc", "http"):
+            raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+        if timeout_s <= 0 or retries < 0 or backoff_s < 0:
+            raise ValueError("need timeout_s > 0, retries >= 0, backoff_s >= 0")
+        if "://" in url:
+            raise ValueError(f"url is host:port without a scheme, got {url!r}")
+        self.repository = Path(repository)
+        self.url = url
+        self.protocol = protocol
+        self.tasks = None if tasks is None else tuple(tasks)
+        self.model_names = dict(model_names or {})
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.load_models = load_models
+        self.require_ready = require_ready
+        self.verify_hash = verify_hash
+        self._entries: dict[str, RepositoryEntry] = {}
+        self._models: dict[str, ModelInfo] = {}
+        self._batch_sizes: dict[str, int] = {}  # task → the server's max_batch_size, once prepared
+        self._prepare_locks: dict[str, asyncio.Lock] = {}  # one readiness check / load at a time per task
+        self._client: Client | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        if not self._entries:
+            self._entries = await asyncio.to_thread(
+                load_repository, self.repository, self.tasks, model_names=self.model_names,
+                verify_hash=self.verify_hash,
+            )
+            self._models = {t: ModelInfo.from_manifest(e.manifest) for t, e in self._entries.items()}
+        self._client = self._make_client()
+        for task in self._entries:
+            try:
+                await self._prepare(task)
+            except (BackendUnavailable, InferenceError) as exc:
+                if self.require_ready:
+                    raise
+                log.warning("triton at %s not ready for task %s yet (will retry on use): %s", self.url, task, exc)
+
+    def _make_client(self) -> Client:
+        if self.protocol == "grpc":
+            return grpcclient.InferenceServerClient(self.url, channel_args=_GRPC_CHANNEL_ARGS)
+        return httpclient.InferenceServerClient(self.url, conn_timeout=self.timeout_s)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        self._batch_sizes.clear()
+        if client is not None:
+            await client.close()
+
+    # -- the interface -----------------------------------------------------------------------------
+
+    async def health(self) -> bool:
+        """Server ready and every served model version ready (one attempt each, bounded by timeout_s)."""
+        if self._client is None or not self._entries:
+            return False
+        client = self._client
+        try:
+            if not await asyncio.wait_for(client.is_server_ready(), self.timeout_s):
+                return False
+            for entry in self._entries.values():
+                ready = client.is_model_ready(entry.model_dir.name, str(entry.version))
+                if not await asyncio.wait_for(ready, self.timeout_s):
+                    return False
+        except Exception as exc:  # noqa: BLE001 - health answers False, whatever went wrong
+            log.debug("triton health check failed: %s", exc)
+            return False
+        return True
+
+    def models(self) -> dict[str, ModelInfo]:
+        return dict(self._models)
+
+    @property
+    def max_batch_size(self) -> int:
+        sizes = self._batch_sizes.values() or [local_max_batch_size(e.model_dir) or 1 for e in self._entries.values()]
+        return min(sizes, default=1)
+
+    async def embed(self, task: str, pixels: np.ndarray) -> np.ndarray:
+        if self._client is None:
+            raise BackendUnavailable("the triton backend is not started, or closed")
+        info = self.model(task)
+        pixels = check_pixels(info, pixels)
+        if len(pixels) == 0:
+            return np.zeros((0, info.embedding_dim), dtype=np.float32)
+        try:
+            parts = await self._infer_chunks(task, pixels)
+        except ModelNotReady:
+            if not self.load_models:
+                raise
+            parts = await self._infer_chunks(task, pixels)  # the model was unloaded: _prepare loads it again
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    async def _infer_chunks(self, task: str, pixels: np.ndarray) -> list[np.ndarray]:
+        """Pixels split to the model's max_batch_size, the parts sent concurrently."""
+        max_batch = await self._prepare(task)
+        return await asyncio.gather(*(self._infer(task, part) for part in chunks(pixels, max_batch)))
+
+    # -- calls to the server -----------------------------------------------------------------------
+
+    async def _prepare(self, task: str) -> int:
+        """Make sure the pinned model version is ready (loading it if allowed); returns its max batch."""
+        if task in self._batch_sizes:
+            return self._batch_sizes[task]
+        async with self._prepare_locks.setdefault(task, asyncio.Lock()):
+            if task in self._batch_sizes:  # a concurrent call prepared it while this one waited
+                return self._batch_sizes[task]
+            return await self._check_model(task)
+
+    async def _check_model(self, task: str) -> int:
+        entry = self._entries[task]
+        name, version = entry.model_dir.name, str(entry.version)
+        what = f"{name}/{version}"
+        ready = await self._call(f"readiness of {what}", lambda c: c.is_model_ready(name, version))
+        if not ready and self.load_models:
+            log.info("asking triton at %s to load %s", self.url, name)
+            try:
+                await self._call(f"loading {name}", lambda c: c.load_model(name))
+            except InferenceError as exc:  # the server refused: the model is unavailable, not our request bad
+                raise ModelNotReady(str(exc)) from exc
+            ready = await self._call(f"readiness of {what}", lambda c: c.is_model_ready(name, version))
+        if not ready:
+            hint = "" if self.load_models else " (load it, or set load_models=True)"
+            raise ModelNotReady(f"triton: model {what} is not ready on {self.url}{hint}")
+        config = await self._call(f"config of {name}", lambda c: self._get_config(c, name, version))
+        max_batch = int(config.get("max_batch_size", 0)) or local_max_batch_size(entry.model_dir)
+        if not max_batch:
+            raise InferenceError(f"triton: model {name} has max_batch_size 0; the contract needs a batch axis")
+        self._batch_sizes[task] = max_batch
+        return max_batch
+
+    async def _get_config(self, client: Client, name: str, version: str) -> dict:
+        if self.protocol == "grpc":
+            return (await client.get_model_config(name, version, as_json=True, client_timeout=self.timeout_s))["config"]
+        return await client.get_model_config(name, version)
+
+    async def _infer(self, task: str, pixels: np.ndarray) -> np.ndarray:
+        entry = self._entries[task]
+        name, version = entry.model_dir.name, str(entry.version)
+        module = grpcclient if self.protocol == "grpc" else httpclient
+        inputs = [module.InferInput(INPUT_NAME, list(pixels.shape), "FP32")]
+        inputs[0].set_data_from_numpy(pixels)
+        outputs = [module.InferRequestedOutput(OUTPUT_NAME)]
+        extra = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
+        async def infer(client: Client) -> np.ndarray:
+            result = await client.infer(name, inputs, model_version=version, outputs=outputs, **extra)
+            return result.as_numpy(OUTPUT_NAME)
+
+        try:
+            embeddings = await self._call(f"infer {name}/{version}", infer)
+        except BackendUnavailable:
+            self._batch_sizes.pop(task, None)  # check readiness (and reload) again on the next call
+            raise
+        expected = (len(pixels), self._models[task].embedding_dim)
+        if embeddings is None or embeddings.shape != expected:
+            got = None if embeddings is None else list(embeddings.shape)
+            raise InferenceError(f"triton: {name}/{version} returned {got}, expected {list(expected)}")
+        return embeddings.astype(np.float32, copy=False)
+
+    async def _call(self, what: str, call: Callable[[Client], Awaitable[T]]) -> T:
+        """One server call with the timeout, retry and error-typing policy of this module."""
+        for attempt in range(self.retries + 1):
+            client = self._client
+            if client is None:
+                raise BackendUnavailable("the triton backend is closed")
+            try:
+                return await asyncio.wait_for(call(client), self.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a typed error below
+                error, cause = classify(exc, what, self.timeout_s), exc
+            if not isinstance(error, _Retryable):
+                raise error from cause
+            if attempt < self.retries:
+                delay = self.backoff_s * 2**attempt
+                log.debug("%s; retry %d/%d in %.2f s", error, attempt + 1, self.retries, delay)
+                await asyncio.sleep(delay)
+        log.warning("%s (gave up after %d attempts)", error, self.retries + 1)
+        raise BackendUnavailable(str(error), retry_after_s=max(1.0, self.backoff_s * 2**self.retries)) from cause
