@@ -127,17 +127,17 @@ What is real and what is not:
   **SYNTHETIC** re-renderings. Layout: Stanford Online Products (`Ebay_train.txt`, `Ebay_test.txt`).
 
 Split sizes:
-- face: train {face['train']['identities']} people (s1-s28) / {face['train']['images']} images; test
-  {face['test']['identities']} people (s29-s40) / {face['test']['images']} images with
-  {face['test']['pairs_same']} same + {face['test']['pairs_different']} different pairs. Validation
-  identities are held out of train by `load_task_data`.
-- person: {reid_lines(person)}; the gallery also holds {person['gallery']['distractor_images']} more
-  distractor images (id 0000) and {person['gallery']['junk_images']} junk frames (id -1, ignored by the
-  reader), as Market-1501 does.
+- face: train {face['train']['identities']} people (s1-s28) / {face['train']['images']} images; \
+test {face['test']['identities']} people (s29-s40) / {face['test']['images']} images with \
+{face['test']['pairs_same']} same + {face['test']['pairs_different']} different pairs. Validation identities are \
+held out of train by `load_task_data`.
+- person: {reid_lines(person)}; the gallery also holds {person['gallery']['distractor_images']} more \
+distractor images (id 0000) and {person['gallery']['junk_images']} junk frames (id -1, ignored by the reader), \
+as Market-1501 does.
 - vehicle: {reid_lines(vehicle)}.
-- product: train {product['train']['products']} products / {product['train']['images']} images; test
-  {product['test']['products']} products / {product['test']['images']} images; super classes = the 10
-  Fashion-MNIST categories.
+- product: train {product['train']['products']} products / {product['train']['images']} images; \
+test {product['test']['products']} products / {product['test']['images']} images; super classes = the 10 \
+Fashion-MNIST categories.
 
 No real person or vehicle re-identification images are used: none are available offline. Results on the
 synthetic parts show that the pipeline works, not how a model does on Market-1501 or VeRi-776.

@@ -1,10 +1,11 @@
 """Product part of the demo set: instance-level "products" made from REAL Fashion-MNIST images, SOP layout.
 
-Each product is one distinct Fashion-MNIST image (from its t10k split) in its own colour (a random tint,
-so colour helps but never decides: many products have near colours); its 4-6 views are synthetic
-re-photographs of that image: scale, shift, small rotation, a per-view background tint and brightness. class_id = product, super_class_id = the Fashion-MNIST
-category (1-based). Train and test products are disjoint images, balanced over the ten categories; class ids
-run 1..N_train for train and on from there for test, as in SOP.
+Each product is one distinct Fashion-MNIST image (from its t10k split) in its own colour (a random tint, so
+colour helps but never decides: many products have near colours); its 4-6 views are synthetic
+re-photographs of that image: scale, shift, small rotation, a per-view background tint and brightness.
+class_id = product, super_class_id = the Fashion-MNIST category (1-based). Train and test products are
+disjoint images, balanced over the ten categories; class ids run 1..N_train for train and on from there for
+test, as in SOP.
 """
 
 from __future__ import annotations
