@@ -108,7 +108,8 @@ def same_results(a: list, b: list) -> bool:
     )
 
 
-async def bench_coalescing(index: VectorIndex, xq: np.ndarray, k: int, rounds: int) -> list[Row]:
+async def bench_coalescing(index: VectorIndex, xq: np.ndarray, k: int, rounds: int,
+                           omp_threads: int | None) -> list[Row]:
     """Coalesced (max_batch = clients) vs two one-by-one baselines on the same index and queries:
     sequential direct calls (no queue, no thread hand-off) and the searcher with max_batch = 1.
     The ratio is taken against the faster baseline."""
@@ -118,12 +119,12 @@ async def bench_coalescing(index: VectorIndex, xq: np.ndarray, k: int, rounds: i
     for _ in range(rounds):
         res_direct = [index.search(q, k) for q in xq]
     qps_direct = rounds * clients / (time.perf_counter() - t0)
-    async with CoalescingSearcher(index, max_batch=1, max_delay_s=0.0) as serial:
+    async with CoalescingSearcher(index, max_batch=1, max_delay_s=0.0, omp_threads=omp_threads) as serial:
         await run_clients(serial, xq, k, 1)  # warm-up
         calls0 = index.stats.faiss_calls
         qps_serial, res_serial = await run_clients(serial, xq, k, rounds)
         calls_serial = index.stats.faiss_calls - calls0
-    async with CoalescingSearcher(index, max_batch=clients, max_delay_s=0.002) as batched:
+    async with CoalescingSearcher(index, max_batch=clients, max_delay_s=0.002, omp_threads=omp_threads) as batched:
         await run_clients(batched, xq, k, 1)
         calls0, batches0 = index.stats.faiss_calls, batched.batches_run
         qps_batched, res_batched = await run_clients(batched, xq, k, rounds)
@@ -205,7 +206,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-per-list", type=int, default=64,
                    help="IVF training vectors per list when the factory uses {nlist} (default 64)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--omp-threads", type=int, default=0, help="faiss OpenMP threads (0: faiss's default)")
+    p.add_argument("--omp-threads", type=int, default=0,
+                   help="faiss OpenMP threads, main and search threads (0: faiss's default)")
     p.add_argument("--skip-coalesce", action="store_true")
     p.add_argument("--skip-ann", action="store_true")
     return p.parse_args(argv)
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
                                   if "IVF" in args.coalesce_factory else "")
         del xb
         xq = draw(centres, args.clients, args.sigma, args.seed + 2)
-        rows += asyncio.run(bench_coalescing(index, xq, args.k, args.rounds))
+        rows += asyncio.run(bench_coalescing(index, xq, args.k, args.rounds, args.omp_threads or None))
         del index
     if not args.skip_ann:
         t0 = time.perf_counter()

@@ -5,7 +5,7 @@ from service.index.coalescer import CoalescingSearcher
 from service.index.errors import DimensionError, ModelVersionError, SnapshotError, TrainingSizeError
 from service.index.search import Hit, Query, SearchResult
 from service.index.snapshot import read_sidecar, verify_snapshot
-from service.index.sync import RebuildReport, catch_up, rebuild_from_store
+from service.index.sync import RebuildReport, catch_up, rebuild_from_store, sync_with_store
 from service.index.tune import OperatingPoint, exact_knn, recall_at_k, tune_search_params
 from service.index.vector_index import IndexStats, VectorIndex
 
@@ -32,6 +32,7 @@ __all__ = [
     "resolve_factory",
     "set_search_params",
     "suggest_nlist",
+    "sync_with_store",
     "tune_search_params",
     "verify_snapshot",
 ]

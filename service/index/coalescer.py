@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import faiss
 import numpy as np
 
 from service.index.search import Query, SearchResult
@@ -58,10 +59,12 @@ def _post(request: _Request, result: SearchResult | None, error: BaseException |
 
 class CoalescingSearcher:
     """Async front of one VectorIndex. Use `async with CoalescingSearcher(index) as s:`
-    or call `close()`; `index` may be replaced (model upgrade) by assigning `searcher.index`."""
+    or call `close()`; `index` may be replaced (model upgrade) by assigning `searcher.index`.
+    `omp_threads` pins FAISS's OpenMP threads for this searcher's thread (None: FAISS default);
+    on small shared CPUs one thread avoids OpenMP's per-call overhead on tiny batches."""
 
     def __init__(self, index: VectorIndex, *, max_batch: int = 64, max_delay_s: float = 0.002,
-                 name: str = "index-search"):
+                 omp_threads: int | None = None, name: str = "index-search"):
         if max_batch <= 0:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
         if max_delay_s < 0:
@@ -69,6 +72,7 @@ class CoalescingSearcher:
         self.index = index
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
+        self.omp_threads = omp_threads  # OpenMP threads of the search thread only (per-thread setting)
         self.batches_run = 0
         self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
         self._closed = False
@@ -111,6 +115,8 @@ class CoalescingSearcher:
     # -- the search thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self.omp_threads:
+            faiss.omp_set_num_threads(self.omp_threads)
         while True:
             first = self._queue.get()
             if first is _STOP:

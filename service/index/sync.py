@@ -11,7 +11,7 @@ import numpy as np
 
 from service.index.vector_index import VectorIndex
 from service.index.vectors import check_model_version
-from service.store.base import GalleryStore
+from service.store.base import ChangeLogTrimmed, GalleryStore
 from service.store.records import Change, Item
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ def _apply_page(index: VectorIndex, changes: list[Change]) -> None:
 
 async def catch_up(index: VectorIndex, store: GalleryStore, *, batch: int = 1000) -> int:
     """Apply every store change after `index.offset` (after a snapshot load, say); return how many.
-    Raises ModelVersionError on a record of another model version."""
+    Raises ModelVersionError on a record of another model version, ChangeLogTrimmed when the log
+    no longer reaches back to `index.offset` (see `sync_with_store`)."""
     t0, applied = time.perf_counter(), 0
     while True:
         changes = await store.changes_since(index.offset, batch)
@@ -107,3 +108,13 @@ async def rebuild_from_store(
     log.info("rebuilt index from store: %d items at offset %d, %d replayed, %.2f s", report.count,
              report.offset, report.replayed, report.seconds)
     return report
+
+
+async def sync_with_store(index: VectorIndex, store: GalleryStore, *, batch: int = 1000) -> RebuildReport | int:
+    """Catch up from the change log; when it was trimmed past `index.offset`, rebuild from the
+    items instead. Returns the changes applied, or the rebuild's report."""
+    try:
+        return await catch_up(index, store, batch=batch)
+    except ChangeLogTrimmed as exc:
+        log.warning("%s: rebuilding from the store", exc)
+        return await rebuild_from_store(index, store)

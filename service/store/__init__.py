@@ -1,6 +1,6 @@
 """Gallery records per task: SQLite (default, embedded) or Redis (distributed), one interface."""
 
-from service.store.base import GalleryStore, StoreError, replay_changes
+from service.store.base import ChangeLogTrimmed, GalleryStore, StoreError, replay_changes
 from service.store.factory import TASKS, open_store, sqlite_path
 from service.store.records import Change, Item, same_item, validate_item
 from service.store.sqlite_store import SQLiteStore
@@ -8,6 +8,7 @@ from service.store.sqlite_store import SQLiteStore
 __all__ = [
     "TASKS",
     "Change",
+    "ChangeLogTrimmed",
     "GalleryStore",
     "Item",
     "SQLiteStore",

@@ -23,6 +23,23 @@ class StoreError(RuntimeError):
     """A backend failed (I/O, connection, corrupted row); the message names the store."""
 
 
+class ChangeLogTrimmed(StoreError):
+    """The changes after the requested offset were partly trimmed: replay cannot be complete,
+    so the reader must rebuild from `iter_items` instead."""
+
+    def __init__(self, offset: int, trimmed_before: int):
+        super().__init__(f"changes after offset {offset} are gone: the log was trimmed up to offset "
+                         f"{trimmed_before - 1}; rebuild from the items instead of replaying")
+        self.offset = offset
+        self.trimmed_before = trimmed_before
+
+
+def check_not_trimmed(offset: int, trimmed_before: int) -> None:
+    """Raise ChangeLogTrimmed when entries offset+1 .. trimmed_before-1 may have been dropped."""
+    if offset + 1 < trimmed_before:
+        raise ChangeLogTrimmed(offset, trimmed_before)
+
+
 @runtime_checkable
 class GalleryStore(Protocol):
     """Async store of gallery records with a change log (see the module docstring)."""
@@ -49,7 +66,8 @@ class GalleryStore(Protocol):
         ...
 
     async def changes_since(self, offset: int, limit: int = 1000) -> list[Change]:
-        """Up to `limit` changes with offset > `offset`, in increasing offset order."""
+        """Up to `limit` changes with offset > `offset`, in increasing offset order; raises
+        ChangeLogTrimmed when some of them were trimmed away."""
         ...
 
     async def last_offset(self) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from service.store.base import check_not_trimmed
 from service.store.records import (
     Change,
     Item,
@@ -57,6 +58,16 @@ return off
 """
 
 
+# KEYS: log, trimmed, offset. ARGV: before. Records the trim mark (never past the head, never
+# backwards), then trims; returns entries removed.
+_TRIM_LUA = """
+local before = tonumber(ARGV[1])
+local mark = math.min(before, tonumber(redis.call('GET', KEYS[3]) or '0') + 1)
+if mark > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], mark) end
+return redis.call('XTRIM', KEYS[1], 'MINID', before .. '-0')
+"""
+
+
 def task_prefix(task: str, namespace: str = "ufo") -> str:
     """Key prefix for one task, e.g. 'ufo:{face}' (braces: a Redis Cluster hash tag)."""
     return f"{namespace}:{{{task}}}"
@@ -83,8 +94,10 @@ class RedisStore:
         self.client = client
         self.prefix = prefix
         self._keys = [f"{prefix}:items", f"{prefix}:created", f"{prefix}:log", f"{prefix}:offset"]
+        self._trimmed_key = f"{prefix}:trimmed"
         self._upsert = client.register_script(_UPSERT_LUA)
         self._delete = client.register_script(_DELETE_LUA)
+        self._trim = client.register_script(_TRIM_LUA)
 
     @classmethod
     async def open(cls, url: str, task: str, *, namespace: str = "ufo") -> RedisStore:
@@ -159,13 +172,17 @@ class RedisStore:
                 return
 
     async def changes_since(self, offset: int, limit: int = 1000) -> list[Change]:
-        """Changes with offset > `offset`, oldest first (one XRANGE)."""
+        """Changes with offset > `offset`, oldest first (one XRANGE, with the trim mark)."""
         check_offset(offset)
         check_limit(limit)
-        entries = await self.client.xrange(self._keys[2], min=f"{offset + 1}-0", max="+", count=limit)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.get(self._trimmed_key)
+            pipe.xrange(self._keys[2], min=f"{offset + 1}-0", max="+", count=limit)
+            trimmed, entries = await pipe.execute()
+        check_not_trimmed(offset, 0 if trimmed is None else int(trimmed))
         return [_change_of(entry_id, fields) for entry_id, fields in entries]
 
     async def trim_changes(self, before: int) -> int:
-        """Drop log entries with offset < `before` (XTRIM MINID, exact)."""
+        """Drop log entries with offset < `before` (XTRIM MINID, exact) and remember the mark."""
         check_offset(before)
-        return int(await self.client.xtrim(self._keys[2], minid=f"{max(before, 1)}-0", approximate=False))
+        return int(await self._trim(keys=[self._keys[2], self._trimmed_key, self._keys[3]], args=[max(before, 1)]))

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from service.store.base import StoreError
+from service.store.base import StoreError, check_not_trimmed
 from service.store.records import (
     Change,
     Item,
@@ -63,7 +63,10 @@ CREATE TABLE IF NOT EXISTS changes (
     created_at REAL,
     updated_at REAL
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 """
+
+_LAST_SEQ = "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)"
 
 _ITEM_COLUMNS = "id, vector, metadata, model_version, image_ref, created_at, updated_at"
 
@@ -234,6 +237,10 @@ class SQLiteStore:
 
     def _trim_sync(self, before: int) -> int:
         with self._write() as conn:
+            head = conn.execute(_LAST_SEQ).fetchone()[0] + 1
+            conn.execute(  # the mark never passes the head: future offsets are not trimmed
+                "INSERT INTO meta (key, value) VALUES ('trimmed_before', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)", (min(before, head),))
             return conn.execute("DELETE FROM changes WHERE seq < ?", (before,)).rowcount
 
     # -- reads ---------------------------------------------------------------------------------
@@ -253,9 +260,7 @@ class SQLiteStore:
 
     async def last_offset(self) -> int:
         """Newest offset ever issued (sqlite_sequence survives trims), 0 before the first."""
-        return await asyncio.to_thread(
-            self._scalar, "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)"
-        )
+        return await asyncio.to_thread(self._scalar, _LAST_SEQ)
 
     def _scalar(self, sql: str) -> int:
         with self._read() as conn:
@@ -287,10 +292,16 @@ class SQLiteStore:
 
     def _changes_sync(self, offset: int, limit: int) -> list[Change]:
         with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT seq, op, {_ITEM_COLUMNS} FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-                (offset, limit),
-            ).fetchall()
+            conn.execute("BEGIN")  # one read snapshot for the trim mark and the rows
+            try:
+                trimmed = conn.execute("SELECT value FROM meta WHERE key = 'trimmed_before'").fetchone()
+                rows = conn.execute(
+                    f"SELECT seq, op, {_ITEM_COLUMNS} FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (offset, limit),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        check_not_trimmed(offset, 0 if trimmed is None else int(trimmed[0]))
         return [
             Change(int(row[0]), row[1], row[2], _row_to_item(row[2:]) if row[1] == "upsert" else None)
             for row in rows

@@ -48,7 +48,7 @@ async def test_each_request_keeps_its_own_options(index: VectorIndex) -> None:
     xq = clustered(12, 32, seed=9)
     options = [{"k": 1 + i % 5, "filter": {"g": i % 4} if i % 2 else None, "min_score": 0.6 if i % 3 == 0 else None}
                for i in range(12)]
-    async with CoalescingSearcher(index, max_batch=64, max_delay_s=0.05) as searcher:
+    async with CoalescingSearcher(index, max_batch=64, max_delay_s=0.05, omp_threads=1) as searcher:
         got = await asyncio.gather(*(searcher.search(q, **o) for q, o in zip(xq, options, strict=True)))
         batches = searcher.batches_run
     for q, o, result in zip(xq, options, got, strict=True):

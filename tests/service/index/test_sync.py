@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.index import ModelVersionError, VectorIndex, catch_up, rebuild_from_store
-from service.store import Item, SQLiteStore
+from service.index import ModelVersionError, RebuildReport, VectorIndex, catch_up, rebuild_from_store, sync_with_store
+from service.store import ChangeLogTrimmed, Item, SQLiteStore
 from tests.service.index.data import clustered
 
 pytestmark = pytest.mark.anyio
@@ -108,3 +108,20 @@ async def test_rebuild_to_ivf_and_refusals(store: SQLiteStore) -> None:
         await rebuild_from_store(index, store)
     index.begin_rebuild()  # a failed rebuild left no journal behind
     index.abort_rebuild()
+
+
+async def test_a_trimmed_log_forces_a_rebuild_instead_of_a_silent_gap(store: SQLiteStore, tmp_path: Path) -> None:
+    index = VectorIndex(D, V)
+    offset = await store.upsert(items(0, 50, seed=7))
+    index.upsert_items(items(0, 50, seed=7), offset=offset)
+    index.save(tmp_path / "snap")
+    await store.upsert(items(40, 90, seed=8))
+    await store.delete("id3")
+    await store.trim_changes(await store.last_offset())  # a later snapshot let the log go
+    restored = VectorIndex.load(tmp_path / "snap")
+    with pytest.raises(ChangeLogTrimmed):
+        await catch_up(restored, store)
+    report = await sync_with_store(restored, store)
+    assert isinstance(report, RebuildReport) and report.count == 89
+    assert_index_matches(restored, await state_of(store))
+    assert await sync_with_store(restored, store) == 0

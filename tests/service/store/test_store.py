@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from service.store import Change, GalleryStore, Item, replay_changes, same_item
+from service.store import Change, ChangeLogTrimmed, GalleryStore, Item, replay_changes, same_item
 
 pytestmark = pytest.mark.anyio
 
@@ -39,6 +39,7 @@ def assert_same_state(a: dict[str, Item], b: dict[str, Item]) -> None:
 
 
 async def test_upsert_get_count_delete(store: GalleryStore) -> None:
+    assert isinstance(store, GalleryStore)  # the backend satisfies the protocol
     assert await store.count() == 0
     assert await store.get("a") is None
     offset = await store.upsert([make_item("a", 1, colour="red"), make_item("b", 2)])
@@ -124,11 +125,16 @@ async def test_trim_drops_old_changes_and_offsets_are_never_reused(store: Galler
     for n in range(6):
         await store.upsert([make_item(f"i{n}", n)])
     assert await store.trim_changes(4) == 3
-    assert [c.offset for c in await store.changes_since(0)] == [4, 5, 6]
+    assert [c.offset for c in await store.changes_since(3)] == [4, 5, 6]
+    with pytest.raises(ChangeLogTrimmed, match="after offset 2 are gone"):
+        await store.changes_since(2)  # offset 3 was trimmed: a replay from 2 would silently skip it
     await store.delete("i5")
     await store.delete("i4")
     await store.trim_changes(100)
-    assert await store.changes_since(0) == []
+    await store.trim_changes(50)  # the mark never moves back
+    assert await store.changes_since(8) == []  # trimming past the head marks only the head
+    with pytest.raises(ChangeLogTrimmed):
+        await store.changes_since(7)
     assert await store.last_offset() == 8
     assert await store.upsert([make_item("z", 1)]) == 9
 
