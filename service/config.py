@@ -1,0 +1,110 @@
+"""Service settings: one pydantic-settings class. Sources, highest first: init arguments, environment
+variables (prefix UFO_, nested with __, e.g. UFO_LIMITS__MAX_K=100), the YAML file named by UFO_CONFIG_FILE,
+defaults. The defaults need no external service: embedded ONNX Runtime, SQLite, CPU FAISS, local files."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+
+class Limits(BaseModel):
+    max_body_bytes: int = 20 * 1024 * 1024  # 413 above this
+    max_images_per_request: int = 32
+    max_pixels: int = 40_000_000  # per image, checked from the header before the full decode
+    max_k: int = 1000
+    max_metadata_bytes: int = 4096
+    max_items_per_request: int = 256
+    request_timeout_s: float = 30.0
+
+
+class TritonSettings(BaseModel):
+    url: str = "127.0.0.1:8001"  # host:port (gRPC) or host:port of the HTTP endpoint
+    protocol: Literal["grpc", "http"] = "grpc"
+    timeout_s: float = 10.0
+    retries: int = 2
+    backoff_s: float = 0.1
+    load_models: bool = False  # ask an explicit-model-control server to load the models it lacks
+
+
+class EmbeddedSettings(BaseModel):
+    sessions_per_model: int = 2  # instance parallelism beats intra-op threads on small models (DESIGN.md)
+    threads_per_session: int = 1
+    max_batch: int = 32
+    max_delay_ms: float = 2.0
+    max_queue: int = 1024
+
+
+class IndexSettings(BaseModel):
+    flat_below: int = 50_000  # exact search below this many items
+    ann_factory: str = "IVF{nlist},Flat"  # FAISS index_factory string above it ({nlist} filled from the size)
+    recall_target: float = 0.95  # recall@10 the tuned operating point must reach on held-out queries
+    rebuild_delta_items: int = 20_000  # trigger: items written since the last build
+    rebuild_tombstone_ratio: float = 0.2  # trigger: deleted/overwritten share of the main index
+    rebuild_interval_s: float = 0.0  # trigger: schedule (0 = off)
+    canary_interval_s: float = 60.0  # recall canary period (0 = off)
+    coalesce_max_batch: int = 64
+    coalesce_max_delay_ms: float = 2.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="UFO_", env_nested_delimiter="__", extra="forbid")
+
+    environment: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    repository: Path = Path("model_store/repository")  # Triton model repository (manifests are read here)
+    tasks: list[str] | None = None  # default: every task with a model in the repository
+    backend: Literal["embedded", "triton"] = "embedded"
+    embedded: EmbeddedSettings = EmbeddedSettings()
+    triton: TritonSettings = TritonSettings()
+    store_url: str = "sqlite:///var/ufo/store"  # or redis://host:port/db (distributed mode)
+    data_dir: Path = Path("var/ufo")  # index snapshots and kept source images
+    keep_images: bool = True  # needed to re-embed the gallery on a model upgrade
+    api_keys: list[str] = Field(default_factory=list)  # salted hash records (see service/api/auth.py), never keys
+    api_keys_file: Path | None = None  # one hash record per line (a mounted secret)
+    require_auth: bool | None = None  # None: required whenever `host` is not a loopback address
+    limits: Limits = Limits()
+    index: IndexSettings = IndexSettings()
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = os.environ.get("UFO_CONFIG_FILE")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, file_secret_settings]
+        if yaml_file:
+            if not Path(yaml_file).is_file():
+                raise ValueError(f"UFO_CONFIG_FILE={yaml_file} does not exist")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def auth_required(self) -> bool:
+        return self.require_auth if self.require_auth is not None else not self.is_loopback
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.auth_required and not (self.api_keys or self.api_keys_file):
+            raise ValueError(f"binding {self.host} (not loopback) requires API keys: set UFO_API_KEYS or "
+                             "UFO_API_KEYS_FILE (hash records from `ufo keys create`), or bind 127.0.0.1")
+        if self.environment == "production" and self.require_auth is False:
+            raise ValueError("require_auth=false is refused in production")
+        return self
