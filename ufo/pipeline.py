@@ -41,7 +41,7 @@ def _stage(name: str, done: bool, times: dict[str, float], fn, *args, **kwargs) 
 
 def run_pipeline(preset: str, data_root: str | Path, run_dir: str | Path, docs_dir: str | Path,
                  tasks: tuple[str, ...], params_ratio: float, flops_ratio: float | None, settings: EvolutionSettings,
-                 steps: int | None = None, force: bool = False) -> dict[str, Any]:
+                 train_overrides: dict[str, Any] | None = None, force: bool = False) -> dict[str, Any]:
     from ufo.data.demo import build_demo
     from ufo.model.config import largest_config
     from ufo.model.cost import subnet_cost
@@ -54,7 +54,7 @@ def run_pipeline(preset: str, data_root: str | Path, run_dir: str | Path, docs_d
     started = time.perf_counter()
     data_root, run_dir = Path(data_root), Path(run_dir)
     times: dict[str, float] = {}
-    cfg = get_train_config(preset).with_overrides(tasks=tasks, steps=steps)
+    cfg = get_train_config(preset).with_overrides(tasks=tasks, **(train_overrides or {}))
     _stage("data", (data_root / "manifest.json").exists() and not force, times, build_demo, data_root)
     supernet_dir = run_dir / "supernet"
     _stage("train_supernet", (supernet_dir / "metrics.json").exists() and not force, times, run_training, cfg,
@@ -86,6 +86,6 @@ def run_pipeline(preset: str, data_root: str | Path, run_dir: str | Path, docs_d
 def cli_pipeline(args: argparse.Namespace) -> int:
     settings = EvolutionSettings(population=args.population, generations=args.generations, seed=args.seed)
     summary = run_pipeline(args.preset, args.data, args.out, args.docs, parse_tasks(args.tasks), args.max_params_ratio,
-                           args.max_flops_ratio, settings, steps=args.steps, force=args.force)
+                           args.max_flops_ratio, settings, train_overrides={"steps": args.steps}, force=args.force)
     print(f"pipeline done in {summary['total_seconds']} s; report in {Path(args.docs) / 'results.md'}")
     return 0

@@ -59,9 +59,14 @@ def stem_projection_shape(stem: str, channels: tuple[int, ...], patch_size: int)
 def bnneck(x: torch.Tensor, bn: nn.BatchNorm1d, dim: int | None = None) -> torch.Tensor:
     """BNNeck on the first `dim` channels (all when None), sharing the full layer's running statistics."""
     d = dim or bn.num_features
+    momentum = bn.momentum
+    if bn.training:  # as nn.BatchNorm does: momentum None means a cumulative average (BN recalibration)
+        bn.num_batches_tracked.add_(1)
+        if momentum is None:
+            momentum = 1.0 / float(bn.num_batches_tracked)
     return F.batch_norm(
         x, bn.running_mean[:d], bn.running_var[:d], bn.weight[:d], bn.bias[:d],
-        bn.training, bn.momentum, bn.eps,
+        bn.training, momentum or 0.0, bn.eps,
     )
 
 

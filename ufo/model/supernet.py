@@ -129,7 +129,7 @@ class UFOSupernet(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
         for w in self.classifiers.values():
-            nn.init.normal_(w, std=0.01)
+            nn.init.normal_(w, std=self.arch.embed_dim**-0.5)  # unit-norm rows: normalize() passes grads 1:1
 
     # ---- configs -------------------------------------------------------------------------------
     def largest_config(self) -> SubnetConfig:

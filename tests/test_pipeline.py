@@ -1,0 +1,86 @@
+"""The whole science path on a tiny real run: train -> baselines -> search -> trim -> report -> export ->
+verify. Asserts the artifacts' contracts, not the (meaningless at this size) accuracy."""
+
+import json
+
+import pytest
+import torch
+
+from model_store.verify import verify_repository
+from ufo.export import export_run
+from ufo.model.config import SubnetConfig
+from ufo.model.static import extract_subnet
+from ufo.pipeline import run_pipeline
+from ufo.search.evolution import EvolutionSettings
+from ufo.search.recalibrate import recalibrate_bn, recalibration_batches
+from ufo.search.run import load_search_inputs
+from ufo.search.trim import load_subnet
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_demo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    summary = run_pipeline(
+        "demo", tiny_demo, root / "run", root / "docs", ("face", "product"), params_ratio=0.7, flops_ratio=0.5,
+        settings=EvolutionSettings(population=4, generations=2, seed=0),
+        train_overrides={"steps": 2, "batch_per_task": 8, "checkpoint_every": 1},
+    )
+    return root, summary
+
+
+def test_pipeline_writes_every_stage_and_a_report(tiny_run):
+    root, summary = tiny_run
+    stages = summary["stage_seconds"]
+    for name in ("train_supernet", "train_baseline_face", "search_face", "trim_product", "report"):
+        assert name in stages
+    report = json.loads((root / "docs" / "results.json").read_text())
+    md = (root / "docs" / "results.md").read_text()
+    for task in ("face", "product"):
+        entry = report["tasks"][task]
+        assert set(entry["models"]) == {"single_task", "supernet", "trimmed"}
+        assert entry["trimmed_vs_supernet"]["params_ratio"] <= 0.7
+        assert entry["trimmed_vs_supernet"]["flops_ratio"] <= 0.5
+        for row in entry["models"].values():
+            assert row["latency_ms"]["batch1"] > 0 and row["latency_ms"]["batch32"] > 0
+        assert f"**{task}**" in md
+    assert (root / "docs" / "img" / "results.png").stat().st_size > 1000
+    assert "REAL" in md  # the data notes say which parts are real
+    search = json.loads((root / "run" / "search" / "face" / "search.json").read_text())
+    assert len(search["history"]) == 8 and search["pareto"]["params"]
+    assert (root / "run" / "search" / "face" / "pareto.png").exists()
+
+
+def test_rerunning_skips_finished_stages(tiny_run, tiny_demo):
+    root, _ = tiny_run
+    again = run_pipeline(
+        "demo", tiny_demo, root / "run", root / "docs", ("face", "product"), params_ratio=0.7, flops_ratio=0.5,
+        settings=EvolutionSettings(population=4, generations=2, seed=0),
+        train_overrides={"steps": 2, "batch_per_task": 8, "checkpoint_every": 1},
+    )
+    assert set(again["stage_seconds"]) == {"report"}
+
+
+def test_trimmed_subnet_equals_the_recalibrated_supernet_at_its_config(tiny_run, tiny_demo):
+    root, _ = tiny_run
+    subnet, meta = load_subnet(root / "run" / "subnets" / "product.pt")
+    search = json.loads((root / "run" / "search" / "product" / "search.json").read_text())
+    cfg = SubnetConfig.from_dict(search["best"]["config"])
+    model, data = load_search_inputs(root / "run" / "supernet" / "checkpoint.pt", "product", tiny_demo)
+    recalibrate_bn(model, cfg, "product", recalibration_batches(data.train, model.arch.img_size, seed=0))
+    x = torch.randn(3, 3, *model.arch.img_size)
+    with torch.no_grad():
+        assert (model.embed(x, "product", cfg) - subnet(x)).abs().max() < 1e-5
+        assert (extract_subnet(model, cfg, "product")(x) - subnet(x)).abs().max() < 1e-5
+    assert meta["source_checkpoint_hash"] == search["checkpoint_hash"] and meta["finetuned"] is False
+
+
+def test_export_of_the_trimmed_subnets_verifies(tiny_run, tiny_demo, monkeypatch):
+    root, _ = tiny_run
+    monkeypatch.chdir(root)  # export reads docs/results.json relative to the working folder
+    repo = root / "repository"
+    written = export_run(root / "run", repo, tiny_demo, ("face", "product"), kind="cpu")
+    assert [p.name for p in written] == ["1", "1"]
+    assert verify_repository(repo) == []
+    manifest = json.loads((repo / "ufo_face" / "1" / "manifest.json").read_text())
+    assert -1.0 <= manifest["verification_threshold"] <= 1.0
+    assert manifest["metrics"]["test"]["verification_accuracy"] >= 0

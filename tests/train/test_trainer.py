@@ -1,0 +1,101 @@
+"""A few real training steps on every task, exact resume, and clear errors for bad checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from ufo.train.checkpoint import CheckpointError, load_checkpoint, supernet_from_checkpoint
+from ufo.train.config import get_train_config
+from ufo.train.run import load_data, run_training
+from ufo.train.trainer import Trainer, build_param_groups, lr_factor
+
+TINY = dict(steps=4, batch_per_task=8, checkpoint_every=2, log_every=1)
+
+
+def tiny_config(**overrides):
+    return get_train_config("demo").with_overrides(**{**TINY, **overrides})
+
+
+def test_a_few_steps_on_every_task_write_a_checkpoint_and_held_out_metrics(tiny_demo, tmp_path):
+    summary = run_training(tiny_config(), tiny_demo, tmp_path / "run")
+    assert summary["steps"] == 4
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    expected = {"face": "verification_accuracy", "person": "mAP", "vehicle": "mAP", "product": "recall@1"}
+    for split in ("val", "test"):
+        for task, key in expected.items():
+            assert 0.0 <= metrics[split][task][key] <= 1.0
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert all(r[t] > 0 for r in log for t in expected)
+    model = supernet_from_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert model.tasks == tuple(expected)
+
+
+def test_training_changes_the_weights_and_lowers_the_loss_on_a_fixed_batch(tiny_demo, tmp_path):
+    cfg = tiny_config(steps=6, sandwich=("max",), augment=False, lr=0.05)
+    data = load_data(tiny_demo, ("person",), 0.2, 0)
+    trainer = Trainer(cfg.with_overrides(tasks=("person",)), data, tmp_path / "run")
+    images, labels = next(trainer.streams["person"])
+    from ufo.train.trainer import task_losses
+
+    def loss_now():
+        trainer.model.eval()
+        with torch.no_grad():
+            return task_losses(trainer.model, images, {"person": labels}, [("person", len(labels))],
+                               trainer.model.largest_config())["person"].item()
+
+    before = loss_now()
+    trainer.fit()
+    assert loss_now() < before
+
+
+def test_resume_gives_the_same_next_loss(tiny_demo, tmp_path):
+    cfg = tiny_config()
+    data = load_data(tiny_demo, cfg.tasks, cfg.val_fraction, cfg.seed)
+    straight = Trainer(cfg, data, tmp_path / "a").fit().losses
+    first = Trainer(cfg, data, tmp_path / "b")
+    first.fit(until=2)
+    resumed = Trainer(cfg, data, tmp_path / "b")
+    resumed.resume()
+    assert resumed.step == 2
+    assert resumed.fit().losses == pytest.approx(straight[2:], rel=1e-6, abs=1e-6)
+
+
+def test_truncated_and_foreign_checkpoints_are_refused_by_name(tiny_demo, tmp_path):
+    cfg = tiny_config(steps=1)
+    run_training(cfg, tiny_demo, tmp_path / "run", evaluate=False)
+    path = tmp_path / "run" / "checkpoint.pt"
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated.pt is truncated"):
+        load_checkpoint(truncated)
+    not_ours = tmp_path / "other.pt"
+    torch.save({"weights": 1}, not_ours)
+    with pytest.raises(CheckpointError, match="not a UFO supernet checkpoint"):
+        load_checkpoint(not_ours)
+    # resuming a run folder with another architecture names the differing fields
+    ckpt = load_checkpoint(path)
+    ckpt["arch"]["embed_dim"] = 256
+    torch.save(ckpt, path)
+    trainer = Trainer(cfg, load_data(tiny_demo, cfg.tasks, 0.2, 0), tmp_path / "run")
+    with pytest.raises(CheckpointError, match="another architecture.*embed_dim: checkpoint 256"):
+        trainer.resume()
+    with pytest.raises(ValueError, match="pass --resume"):
+        run_training(cfg, tiny_demo, tmp_path / "run")
+
+
+def test_param_groups_and_schedule():
+    from ufo.model.presets import get_arch
+    from ufo.model.supernet import UFOSupernet
+
+    model = UFOSupernet(get_arch("demo"), {"face": 3, "person": 4})
+    groups = build_param_groups(model, get_train_config("demo").with_overrides(lr_mult={"person": 2.0}))
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["person"]["lr_mult"] == 2.0 and by_name["face"]["lr_mult"] == 1.0
+    assert by_name["shared/no_decay"]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert not model.necks["face"].bias.requires_grad  # BNNeck bias frozen
+    # warm-up rises linearly, cosine ends at 0
+    assert lr_factor(0, 100, 0.1) == pytest.approx(0.1) and lr_factor(9, 100, 0.1) == pytest.approx(1.0)
+    assert lr_factor(99, 100, 0.1) < 0.01
