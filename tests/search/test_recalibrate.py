@@ -2,14 +2,14 @@
 
 import torch
 
-from tests.model.test_supernet import CONV_ARCH, make_supernet
+from tests.model.test_supernet import PATCH_ARCH, make_supernet
 from ufo.search.recalibrate import preserved_bn_state, recalibrate_bn
 
 
 def test_recalibration_sets_the_neck_to_the_subnets_feature_mean_and_is_undone_after():
-    net = make_supernet(CONV_ARCH)
+    net = make_supernet(PATCH_ARCH)
     cfg = net.smallest_config()
-    batches = [torch.randn(16, 3, *CONV_ARCH.img_size) for _ in range(3)]
+    batches = [torch.randn(16, 3, *PATCH_ARCH.img_size) for _ in range(3)]
     before = {k: v.clone() for k, v in net.necks["face"].state_dict().items()}
     with preserved_bn_state(net, "face"):
         recalibrate_bn(net, cfg, "face", batches)
