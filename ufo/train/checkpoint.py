@@ -57,8 +57,11 @@ def checkpoint_hash(path: str | Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def check_same_arch(path: str | Path, saved: ArchSpec, expected: ArchSpec) -> None:
-    diffs = {k: (v, expected.to_dict()[k]) for k, v in saved.to_dict().items() if expected.to_dict()[k] != v}
+def check_same_arch(path: str | Path, saved: dict[str, Any], expected: ArchSpec) -> None:
+    """Compare the raw saved record (not a rebuilt ArchSpec, which may not even be valid) field by field."""
+    want = {k: list(v) if isinstance(v, tuple) else v for k, v in expected.to_dict().items()}
+    got = {k: list(v) if isinstance(v, tuple) else v for k, v in saved.items()}
+    diffs = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
     if diffs:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs expected {b!r}" for k, (a, b) in diffs.items())
         raise CheckpointError(f"checkpoint {path} is from another architecture ({detail})")

@@ -80,19 +80,26 @@ def config_for_step(model: UFOSupernet, kind: str, seed: int, step: int, index: 
     raise ValueError(f"unknown sandwich entry {kind!r}; expected max, min or random")
 
 
-def task_losses(model: nn.Module, images: torch.Tensor, labels: dict[str, torch.Tensor],
-                segments: list[tuple[str, int]], cfg: SubnetConfig) -> dict[str, torch.Tensor]:
-    core = model.module if hasattr(model, "module") else model
-    out = model(images, segments, cfg)
-    losses = {}
-    for task, (pre, post) in out.items():
-        spec = TASK_SPECS[task]
-        weight = core.classifiers[task][:, : cfg.embed_dim]
-        loss = cosface_loss(post, weight, labels[task], spec.cosface_scale, spec.cosface_margin)
-        if spec.use_triplet:
-            loss = loss + batch_hard_triplet_loss(pre, labels[task])
-        losses[task] = loss
-    return losses
+class SupernetLosses(nn.Module):
+    """The supernet plus its training losses in one forward, so DistributedDataParallel sees every parameter
+    that gets a gradient (the CosFace class weights included) inside the module it wraps."""
+
+    def __init__(self, supernet: UFOSupernet) -> None:
+        super().__init__()
+        self.supernet = supernet
+
+    def forward(self, images: torch.Tensor, labels: dict[str, torch.Tensor], segments: list[tuple[str, int]],
+                cfg: SubnetConfig) -> dict[str, torch.Tensor]:
+        out = self.supernet(images, segments, cfg)
+        losses = {}
+        for task, (pre, post) in out.items():
+            spec = TASK_SPECS[task]
+            weight = self.supernet.classifiers[task][:, : cfg.embed_dim]
+            loss = cosface_loss(post, weight, labels[task], spec.cosface_scale, spec.cosface_margin)
+            if spec.use_triplet:
+                loss = loss + batch_hard_triplet_loss(pre, labels[task])
+            losses[task] = loss
+        return losses
 
 
 class Trainer:
@@ -110,7 +117,7 @@ class Trainer:
             self.arch, {t: data[t].num_classes for t in cfg.tasks}, drop_path_rate=cfg.drop_path,
             grad_checkpointing=cfg.grad_checkpointing,
         ).to(self.device)
-        self.wrapped = dist.wrap(self.model, self.device)
+        self.wrapped = dist.wrap(SupernetLosses(self.model), self.device)
         self.optimizer = torch.optim.SGD(build_param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=True)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
@@ -142,9 +149,7 @@ class Trainer:
 
     def resume(self) -> None:
         ckpt = load_checkpoint(self.checkpoint_path)
-        from ufo.model.config import ArchSpec
-
-        check_same_arch(self.checkpoint_path, ArchSpec.from_dict(ckpt["arch"]), self.arch)
+        check_same_arch(self.checkpoint_path, ckpt["arch"], self.arch)
         if list(ckpt["tasks"]) != list(self.cfg.tasks):
             raise ValueError(f"checkpoint {self.checkpoint_path} was trained on tasks {ckpt['tasks']}, "
                              f"not {list(self.cfg.tasks)}")
@@ -179,7 +184,7 @@ class Trainer:
             cfg = config_for_step(self.model, kind, self.cfg.seed, self.step, i)
             with dist.no_sync_unless(self.wrapped, last=i == n - 1), torch.autocast(
                     self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
-                losses = task_losses(self.wrapped, images, labels, segments, cfg)
+                losses = self.wrapped(images, labels, segments, cfg)
                 total = sum(losses.values()) / n
             self.scaler.scale(total).backward()
             for t, v in losses.items():
