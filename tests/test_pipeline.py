@@ -23,7 +23,7 @@ def tiny_run(tiny_demo, tmp_path_factory):
     summary = run_pipeline(
         "demo", tiny_demo, root / "run", root / "docs", ("face", "product"), params_ratio=0.7, flops_ratio=0.5,
         settings=EvolutionSettings(population=4, generations=2, seed=0),
-        train_overrides={"steps": 2, "batch_per_task": 8, "checkpoint_every": 1},
+        train_overrides={"steps": 2, "batch_per_task": 8, "checkpoint_every": 1}, finetune_steps=2,
     )
     return root, summary
 
@@ -31,13 +31,13 @@ def tiny_run(tiny_demo, tmp_path_factory):
 def test_pipeline_writes_every_stage_and_a_report(tiny_run):
     root, summary = tiny_run
     stages = summary["stage_seconds"]
-    for name in ("train_supernet", "train_baseline_face", "search_face", "trim_product", "report"):
+    for name in ("train_supernet", "train_baseline_face", "search_face", "trim_product", "finetune_face", "report"):
         assert name in stages
     report = json.loads((root / "docs" / "results.json").read_text())
     md = (root / "docs" / "results.md").read_text()
     for task in ("face", "product"):
         entry = report["tasks"][task]
-        assert set(entry["models"]) == {"single_task", "supernet", "trimmed"}
+        assert set(entry["models"]) == {"single_task", "supernet", "trimmed", "trimmed_finetuned"}
         assert entry["trimmed_vs_supernet"]["params_ratio"] <= 0.7
         assert entry["trimmed_vs_supernet"]["flops_ratio"] <= 0.5
         for row in entry["models"].values():
@@ -55,7 +55,7 @@ def test_rerunning_skips_finished_stages(tiny_run, tiny_demo):
     again = run_pipeline(
         "demo", tiny_demo, root / "run", root / "docs", ("face", "product"), params_ratio=0.7, flops_ratio=0.5,
         settings=EvolutionSettings(population=4, generations=2, seed=0),
-        train_overrides={"steps": 2, "batch_per_task": 8, "checkpoint_every": 1},
+        train_overrides={"steps": 2, "batch_per_task": 8, "checkpoint_every": 1}, finetune_steps=2,
     )
     assert set(again["stage_seconds"]) == {"report"}
 

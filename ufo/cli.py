@@ -60,6 +60,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     trim.add_argument("--search", required=True, help="search.json written by `ufo search`")
     trim.add_argument("--data", default="data/demo")
     trim.add_argument("--out", required=True, help="output subnet file (.pt)")
+    trim.add_argument("--finetune-steps", type=int, default=0,
+                      help="optional short fine-tune on the task (default 0: UFO trims without adaptation)")
     _handler(trim, "ufo.search.trim:cli_trim")
 
 
@@ -84,6 +86,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     pipe.add_argument("--population", type=int, default=16)
     pipe.add_argument("--generations", type=int, default=6)
     pipe.add_argument("--seed", type=int, default=0)
+    pipe.add_argument("--finetune-steps", type=int, default=100,
+                      help="also fine-tune each trimmed subnet this many steps, to measure whether it helps "
+                           "(the exported model stays the un-tuned one; 0 = skip)")
     pipe.add_argument("--force", action="store_true", help="rerun every stage even if its output exists")
     _handler(pipe, "ufo.pipeline:cli_pipeline")
 

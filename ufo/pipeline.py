@@ -41,7 +41,8 @@ def _stage(name: str, done: bool, times: dict[str, float], fn, *args, **kwargs) 
 
 def run_pipeline(preset: str, data_root: str | Path, run_dir: str | Path, docs_dir: str | Path,
                  tasks: tuple[str, ...], params_ratio: float, flops_ratio: float | None, settings: EvolutionSettings,
-                 train_overrides: dict[str, Any] | None = None, force: bool = False) -> dict[str, Any]:
+                 train_overrides: dict[str, Any] | None = None, finetune_steps: int = 0,
+                 force: bool = False) -> dict[str, Any]:
     from ufo.data.demo import build_demo
     from ufo.model.config import largest_config
     from ufo.model.cost import subnet_cost
@@ -74,6 +75,10 @@ def run_pipeline(preset: str, data_root: str | Path, run_dir: str | Path, docs_d
         subnet = run_dir / "subnets" / f"{task}.pt"
         _stage(f"trim_{task}", subnet.exists() and not force, times, trim, checkpoint, out / "search.json",
                data_root, subnet)
+        if finetune_steps > 0:  # measured beside the un-tuned subnet, which stays the one exported
+            tuned = run_dir / "subnets" / f"{task}.finetuned.pt"
+            _stage(f"finetune_{task}", tuned.exists() and not force, times, trim, checkpoint, out / "search.json",
+                   data_root, tuned, finetune_steps)
     summary = {"preset": preset, "tasks": list(tasks), "budget": budget.to_dict(), "stage_seconds": times}
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     (run_dir / "pipeline.json").write_text(json.dumps(summary, indent=2))
@@ -86,6 +91,7 @@ def run_pipeline(preset: str, data_root: str | Path, run_dir: str | Path, docs_d
 def cli_pipeline(args: argparse.Namespace) -> int:
     settings = EvolutionSettings(population=args.population, generations=args.generations, seed=args.seed)
     summary = run_pipeline(args.preset, args.data, args.out, args.docs, parse_tasks(args.tasks), args.max_params_ratio,
-                           args.max_flops_ratio, settings, train_overrides={"steps": args.steps}, force=args.force)
+                           args.max_flops_ratio, settings, train_overrides={"steps": args.steps},
+                           finetune_steps=args.finetune_steps, force=args.force)
     print(f"pipeline done in {summary['total_seconds']} s; report in {Path(args.docs) / 'results.md'}")
     return 0

@@ -62,6 +62,9 @@ def report_task(run_dir: Path, task: str, data_root: str | Path, repeats: int = 
     trimmed_meta: dict[str, Any] = {}
     if subnet_path.exists():
         models["trimmed"], trimmed_meta = load_subnet(subnet_path)
+    tuned_path = run_dir / "subnets" / f"{task}.finetuned.pt"
+    if tuned_path.exists():
+        models["trimmed_finetuned"] = load_subnet(tuned_path)[0]
     data = load_task_data(task, data_root, val_fraction=train_cfg.get("val_fraction", 0.2),
                           seed=train_cfg.get("seed", 0))
     images = EvalImages(data.test, supernet.arch.img_size)

@@ -59,8 +59,10 @@ def load_subnet(path: str | Path) -> tuple[StaticViT, dict[str, Any]]:
     return subnet.eval(), {k: v for k, v in payload.items() if k != "state_dict"}
 
 
-def trim(checkpoint: str | Path, search_json: str | Path, data_root: str | Path, out: str | Path) -> dict[str, Any]:
-    """Extract the search's best config; BN statistics recalibrated exactly as the search scored it."""
+def trim(checkpoint: str | Path, search_json: str | Path, data_root: str | Path, out: str | Path,
+         finetune_steps: int = 0) -> dict[str, Any]:
+    """Extract the search's best config; BN statistics recalibrated exactly as the search scored it.
+    With finetune_steps > 0, the extracted subnet is then fine-tuned on its task (off by default)."""
     from ufo.search.run import load_search_inputs
 
     report = json.loads(Path(search_json).read_text())
@@ -73,14 +75,18 @@ def trim(checkpoint: str | Path, search_json: str | Path, data_root: str | Path,
     if recal["used"]:
         recalibrate_bn(model, cfg, task, recalibration_batches(data.train, model.arch.img_size, seed=recal["seed"]))
     subnet = extract_subnet(model, cfg, task)
+    if finetune_steps > 0:
+        from ufo.search.finetune import finetune_subnet
+
+        subnet = finetune_subnet(subnet, model.classifiers[task], task, data.train, finetune_steps)
     meta = {"source_checkpoint_hash": source_hash, "val_metric": report["best"]["metric"], "metric": report["metric"],
-            "bn_recalibrated": recal["used"], "finetuned": False}
+            "bn_recalibrated": recal["used"], "finetuned": finetune_steps > 0, "finetune_steps": finetune_steps}
     save_subnet(out, subnet, task, meta)
     log.info("%s: trimmed subnet with %s params -> %s", task, f"{subnet_cost(model.arch, cfg).params:,}", out)
     return {"task": task, "path": str(out), **meta}
 
 
 def cli_trim(args: argparse.Namespace) -> int:
-    result = trim(args.checkpoint, args.search, args.data, args.out)
+    result = trim(args.checkpoint, args.search, args.data, args.out, finetune_steps=args.finetune_steps)
     print(f"{result['task']}: trimmed subnet -> {result['path']}")
     return 0
