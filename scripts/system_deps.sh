@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Debian packages the project uses: Fashion-MNIST (demo products) and redis-server (distributed store tests).
+# Debian packages the project uses: Fashion-MNIST (demo products), redis-server (distributed store tests) and
+# docker-compose (1.29.2: `docker-compose config` validates docker-compose.yml without a Docker engine).
 # Installs only what is missing; needs root (or sudo) the first time.
 set -euo pipefail
 want=()
 [ -d /usr/share/datasets/fashion-mnist ] || want+=(dataset-fashion-mnist)
 command -v redis-server >/dev/null 2>&1 || want+=(redis-server)
-[ ${#want[@]} -eq 0 ] && exit 0
+lean=()  # installed without their Recommends (docker-compose would pull in a whole Docker engine)
+command -v docker-compose >/dev/null 2>&1 || lean+=(docker-compose)
+[ ${#want[@]} -eq 0 ] && [ ${#lean[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-echo "[system_deps] installing ${want[*]}" >&2
+echo "[system_deps] installing ${want[*]} ${lean[*]}" >&2
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${want[@]}" >/dev/null
+[ ${#want[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${want[@]}" >/dev/null
+[ ${#lean[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null

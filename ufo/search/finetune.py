@@ -45,5 +45,5 @@ def finetune_subnet(subnet: StaticViT, classifier: torch.Tensor, task: str, trai
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    log.info("%s: fine-tuned %d steps, last loss %.3f", task, steps, float(loss))
+    log.info("%s: fine-tuned %d steps, last loss %.3f", task, steps, float(loss.detach()))
     return model.eval()
