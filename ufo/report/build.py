@@ -33,14 +33,15 @@ log = logging.getLogger(__name__)
 LATENCY_BATCHES = (1, 32)
 
 
-def _largest_static(checkpoint: Path, task: str) -> tuple[StaticViT, dict[str, Any]]:
+def largest_static(checkpoint: Path, task: str) -> tuple[StaticViT, dict[str, Any]]:
     ckpt = load_checkpoint(checkpoint)
     model = supernet_from_checkpoint(checkpoint, ckpt)
     cfg = model.largest_config()
     return extract_subnet(model, cfg, task), ckpt.get("train_config", {})
 
 
-def _latencies(models: dict[str, StaticViT], img_size: tuple[int, int], repeats: int) -> dict[str, dict[int, float]]:
+def measure_latencies(models: dict[str, StaticViT], img_size: tuple[int, int],
+                      repeats: int) -> dict[str, dict[int, float]]:
     """Interleaved rounds, so drift in machine load hits every model alike; the median per model."""
     samples: dict[str, dict[int, list[float]]] = {name: {b: [] for b in LATENCY_BATCHES} for name in models}
     for _ in range(repeats):
@@ -53,11 +54,11 @@ def _latencies(models: dict[str, StaticViT], img_size: tuple[int, int], repeats:
 def report_task(run_dir: Path, task: str, data_root: str | Path, repeats: int = 3) -> dict[str, Any]:
     from ufo.data.splits import load_task_data
 
-    supernet, train_cfg = _largest_static(run_dir / "supernet" / "checkpoint.pt", task)
+    supernet, train_cfg = largest_static(run_dir / "supernet" / "checkpoint.pt", task)
     models: dict[str, StaticViT] = {"supernet": supernet}
     baseline_ckpt = run_dir / "baselines" / task / "checkpoint.pt"
     if baseline_ckpt.exists():
-        models["single_task"] = _largest_static(baseline_ckpt, task)[0]
+        models["single_task"] = largest_static(baseline_ckpt, task)[0]
     subnet_path = run_dir / "subnets" / f"{task}.pt"
     trimmed_meta: dict[str, Any] = {}
     if subnet_path.exists():
@@ -68,7 +69,7 @@ def report_task(run_dir: Path, task: str, data_root: str | Path, repeats: int = 
     data = load_task_data(task, data_root, val_fraction=train_cfg.get("val_fraction", 0.2),
                           seed=train_cfg.get("seed", 0))
     images = EvalImages(data.test, supernet.arch.img_size)
-    latency = _latencies(models, supernet.arch.img_size, repeats)
+    latency = measure_latencies(models, supernet.arch.img_size, repeats)
     rows = {}
     for name, module in models.items():
         cost = subnet_cost(module.arch, module.cfg)
