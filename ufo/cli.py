@@ -114,7 +114,21 @@ def _add_store(sub: argparse._SubParsersAction) -> None:
     _handler(verify, "model_store.verify:cli_verify")
 
 
-SECTIONS = (_add_data, _add_train, _add_search, _add_report, _add_export, _add_store)
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from service.main import add_serve_arguments  # argparse flags only: no pydantic, FastAPI or models loaded
+
+    serve = sub.add_parser("serve", help="run the retrieval gateway (FastAPI + uvicorn; settings from UFO_* env/YAML)")
+    add_serve_arguments(serve)
+    _handler(serve, "service.main:cli_serve")
+
+    keys = sub.add_parser("keys", help="API keys for the gateway")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="print a new API key (once) and the hash record to configure")
+    create.add_argument("--scopes", default="read", help="comma-separated: read, write, admin (default: read)")
+    _handler(create, "service.api.auth:cli_keys_create")
+
+
+SECTIONS = (_add_data, _add_train, _add_search, _add_report, _add_export, _add_store, _add_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""The HTTP API: thin routes (`routes/`), dependencies, body parsing, schemas, errors, auth, middleware."""

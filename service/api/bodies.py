@@ -1,0 +1,218 @@
+"""Request bodies: JSON (images as base64) or multipart forms (images as files), one set of field names.
+
+FastAPI parses a body for one content type only, so these readers take the raw `Request`, dispatch on its
+content type and validate with the models in `schemas.py` either way. What comes out is plain data with
+image bytes decoded (`ItemInput`, `SearchInput`, ...). `openapi_body` documents both forms for /docs.
+Multipart text fields holding structure (`metadata`, `filter`, `embedding`) are JSON text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from service.api.errors import ApiError, describe_validation, invalid
+from service.api.schemas import EmbedRequest, EnrollBatch, EnrollItem, SearchRequest, VerifyRequest
+from service.config import Limits
+
+M = TypeVar("M", bound=BaseModel)
+_PLACEHOLDER = "file"  # stands in for an uploaded file while the form is validated as the JSON model
+_JSON_FIELDS = ("metadata", "filter", "embedding")
+
+
+@dataclass(frozen=True, slots=True)
+class ItemInput:
+    id: str
+    image: bytes | None
+    embedding: list[float] | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchInput:
+    image: bytes | None
+    embedding: list[float] | None
+    k: int
+    filter: dict[str, Any] | None
+    min_score: float | None
+
+
+def decode_base64(text: str, where: str) -> bytes:
+    """Strict base64 (a `data:...;base64,` prefix is allowed); 422 naming the field otherwise."""
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid(f"{where}: not valid base64 ({exc})") from None
+
+
+def validate(model: type[M], data: Any) -> M:
+    """The model from JSON bytes or already-parsed JSON, or 422 listing what is wrong."""
+    try:
+        if isinstance(data, bytes | bytearray):
+            return model.model_validate_json(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise invalid(describe_validation(errors)) from None
+
+
+def content_kind(request: Request) -> str:
+    """'json' or 'form' from Content-Type (no header: JSON); 415 for anything else."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not media or media == "application/json" or media.endswith("+json"):
+        return "json"
+    if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return "form"
+    raise ApiError(415, f"unsupported Content-Type {media!r}: send application/json or multipart/form-data")
+
+
+async def read_form(request: Request, limits: Limits) -> FormData:
+    """The parsed form, bounded by the limits (a malformed form is a 400, not a crash)."""
+    try:
+        return await request.form(max_files=limits.max_images_per_request + 2, max_fields=64,
+                                  max_part_size=limits.max_body_bytes)
+    except ApiError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - python-multipart raises several types for broken input
+        raise ApiError(400, f"malformed form data: {getattr(exc, 'detail', exc)}") from None
+
+
+async def form_value(value: str | UploadFile, where: str) -> bytes | str:
+    """An uploaded file's bytes, or a text field as is."""
+    return await value.read() if isinstance(value, UploadFile) else value
+
+
+async def image_field(value: str | UploadFile, where: str) -> bytes:
+    """A file's bytes, or a text field holding base64."""
+    data = await form_value(value, where)
+    return data if isinstance(data, bytes) else decode_base64(data, where)
+
+
+def form_dict(form: FormData, images: Sequence[str]) -> dict[str, Any]:
+    """The form as the JSON model's dict: image fields replaced by a placeholder, JSON text fields parsed."""
+    data: dict[str, Any] = {}
+    for key in form:
+        if key in images:
+            data[key] = _PLACEHOLDER
+            continue
+        value = form.get(key)
+        if isinstance(value, UploadFile):
+            raise invalid(f"body.{key}: expected a text field, got a file")
+        data[key] = value
+        if key in _JSON_FIELDS:
+            try:
+                data[key] = json.loads(value)
+            except ValueError:
+                raise invalid(f"body.{key}: not valid JSON text") from None
+    return data
+
+
+async def read_embed(request: Request, limits: Limits) -> list[bytes]:
+    """Images to embed, in order."""
+    if content_kind(request) == "json":
+        body = validate(EmbedRequest, await request.body())
+        images = [decode_base64(text, f"images[{i}]") for i, text in enumerate(body.images)]
+    else:
+        values = (await read_form(request, limits)).getlist("images")
+        if not values:
+            raise invalid("body.images: give at least one image (files named `images`)")
+        images = [await image_field(v, f"images[{i}]") for i, v in enumerate(values)]
+    if len(images) > limits.max_images_per_request:
+        raise invalid(f"{len(images)} images in one request; the limit is {limits.max_images_per_request}")
+    return images
+
+
+def _item_input(item: EnrollItem, image: bytes | None) -> ItemInput:
+    return ItemInput(item.id, image, item.embedding, item.metadata)
+
+
+async def read_enroll(request: Request, limits: Limits) -> list[ItemInput]:
+    """One item (`{"id": ...}` or a form) or a batch (`{"items": [...]}`)."""
+    if content_kind(request) == "form":
+        form = await read_form(request, limits)
+        item = validate(EnrollItem, form_dict(form, ["image"]))
+        image = await image_field(form["image"], "image") if item.image is not None else None
+        return [_item_input(item, image)]
+    raw = await request.body()
+    try:  # parse once; a JSON error is left for the model to report
+        parsed: Any = json.loads(raw)
+    except ValueError:
+        parsed = raw
+    if not (isinstance(parsed, dict) and "items" in parsed):
+        item = validate(EnrollItem, parsed)
+        return [_item_input(item, item.image and decode_base64(item.image, "image"))]
+    batch = validate(EnrollBatch, parsed)
+    if len(batch.items) > limits.max_items_per_request:
+        raise invalid(f"{len(batch.items)} items in one request; the limit is {limits.max_items_per_request}")
+    return [_item_input(it, it.image and decode_base64(it.image, f"items[{i}].image"))
+            for i, it in enumerate(batch.items)]
+
+
+async def read_search(request: Request, limits: Limits) -> SearchInput:
+    """A query image or embedding with its options."""
+    image: bytes | None = None
+    if content_kind(request) == "json":
+        body = validate(SearchRequest, await request.body())
+        if body.image is not None:
+            image = decode_base64(body.image, "image")
+    else:
+        form = await read_form(request, limits)
+        body = validate(SearchRequest, form_dict(form, ["image"]))
+        if body.image is not None:
+            image = await image_field(form["image"], "image")
+    if body.k > limits.max_k:
+        raise invalid(f"body.k: {body.k} is above the limit of {limits.max_k} hits per query")
+    return SearchInput(image, body.embedding, body.k, body.filter, body.min_score)
+
+
+async def read_verify(request: Request, limits: Limits) -> tuple[bytes, bytes]:
+    """The two images to compare."""
+    if content_kind(request) == "json":
+        body = validate(VerifyRequest, await request.body())
+        return decode_base64(body.image_a, "image_a"), decode_base64(body.image_b, "image_b")
+    form = await read_form(request, limits)
+    validate(VerifyRequest, form_dict(form, ["image_a", "image_b"]))
+    return await image_field(form["image_a"], "image_a"), await image_field(form["image_b"], "image_b")
+
+
+# -- OpenAPI ---------------------------------------------------------------------------------------
+
+_FILE = {"type": "string", "format": "binary"}
+FORMS: dict[str, dict[str, Any]] = {
+    "EmbedRequest": {"type": "object", "required": ["images"],
+                     "properties": {"images": {"type": "array", "items": _FILE, "minItems": 1}}},
+    "EnrollItem": {"type": "object", "required": ["id"], "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": 512}, "image": _FILE,
+        "embedding": {"type": "string", "description": "JSON array of numbers"},
+        "metadata": {"type": "string", "description": "JSON object"}}},
+    "SearchRequest": {"type": "object", "properties": {
+        "image": _FILE, "embedding": {"type": "string", "description": "JSON array of numbers"},
+        "k": {"type": "integer", "minimum": 1, "default": 10},
+        "filter": {"type": "string", "description": "JSON object"}, "min_score": {"type": "number"}}},
+    "VerifyRequest": {"type": "object", "required": ["image_a", "image_b"],
+                      "properties": {"image_a": _FILE, "image_b": _FILE}},
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def openapi_body(*json_models: type[BaseModel], form: str | None = None) -> dict[str, Any]:
+    """`openapi_extra` documenting a JSON body (one model, or any of several) and its multipart twin."""
+    names = [m.__name__ for m in json_models]
+    schema = _ref(names[0]) if len(names) == 1 else {"oneOf": [_ref(n) for n in names]}
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if form is not None:
+        content["multipart/form-data"] = {"schema": FORMS[form]}
+    return {"requestBody": {"required": True, "content": content}}

@@ -1,0 +1,170 @@
+"""What the routes do, below HTTP: embed images, enroll, search, verify, delete — on one task.
+
+Routes parse and answer; these functions hold the rules: limits, embedding checks with messages that say
+what was wrong, read-your-writes enrollment (the store write and the index write happen under the task's
+write lock, and both are done before the response), `no_match` from the model's calibrated threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from service.api.bodies import ItemInput, SearchInput
+from service.api.errors import ApiError, invalid
+from service.api.kept_images import keep_image
+from service.api.runtime import Runtime, TaskRuntime, rebuild_task_index, save_task_snapshot
+from service.api.schemas import MAX_ID_LENGTH
+from service.index import RebuildReport
+from service.index.search import Hit
+from service.store import Item
+
+
+def check_text(text: str, where: str) -> None:
+    """Text that is valid Unicode (JSON lets a client send lone surrogates, which nothing can store)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(f"{where} holds text that is not valid Unicode (a lone surrogate?)") from None
+
+
+def check_id(item_id: str) -> str:
+    """A usable item id: 1–512 printable characters."""
+    if not item_id or len(item_id) > MAX_ID_LENGTH:
+        raise invalid(f"item ids are 1..{MAX_ID_LENGTH} characters, got {len(item_id)}")
+    check_text(item_id, "id")
+    if not item_id.isprintable():
+        raise invalid(f"item id {item_id!r} holds control characters")
+    return item_id
+
+
+def check_metadata(metadata: dict[str, Any], max_bytes: int, where: str = "metadata") -> dict[str, Any]:
+    """A JSON object of at most `max_bytes` encoded, finite numbers, valid Unicode."""
+    try:
+        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        raise invalid(f"{where}: numbers must be finite (no NaN or Infinity)") from None
+    check_text(text, where)
+    size = len(text.encode("utf-8"))
+    if size > max_bytes:
+        raise invalid(f"{where} is {size} bytes of JSON; the limit is {max_bytes}")
+    return metadata
+
+
+def check_embedding(values: Sequence[float], dim: int, where: str) -> np.ndarray:
+    """float32 [dim], finite, non-zero, L2-normalised — or 422 naming what is wrong."""
+    vector = np.asarray(values, dtype=np.float64)
+    if vector.ndim != 1 or len(vector) != dim:
+        raise invalid(f"{where} has {len(vector)} dimensions; this task's model produces {dim}")
+    if not np.isfinite(vector).all():
+        raise invalid(f"{where} holds NaN or Infinity at position {int(np.flatnonzero(~np.isfinite(vector))[0])}")
+    norm = float(np.linalg.norm(vector))
+    if norm == 0.0 or not math.isfinite(norm):
+        raise invalid(f"{where} has norm {norm}: it cannot be normalised")
+    return (vector / norm).astype(np.float32)
+
+
+async def embed(runtime: Runtime, task: TaskRuntime, images: Sequence[bytes]) -> np.ndarray:
+    """Decode (off the event loop) and embed images → [n, dim] L2-normalised."""
+    runtime.metrics.embed_images.labels(task.task).observe(len(images))
+    return await runtime.backend.embed_images(task.task, list(images), max_pixels=runtime.settings.limits.max_pixels,
+                                              executor=runtime.executor)
+
+
+async def vectors_for(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]) -> np.ndarray:
+    """One vector per item: given embeddings checked, images embedded in one backend call."""
+    dim = task.info.embedding_dim
+    out = np.zeros((len(items), dim), dtype=np.float32)
+    with_image = [i for i, item in enumerate(items) if item.image is not None]
+    for i, item in enumerate(items):
+        if item.embedding is not None:
+            out[i] = check_embedding(item.embedding, dim, f"item {item.id!r}: embedding")
+    if with_image:
+        out[with_image] = await embed(runtime, task, [items[i].image for i in with_image])  # type: ignore[misc]
+    return out
+
+
+async def enroll(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]) -> list[str]:
+    """Upsert items into the store and the index; searchable when this returns."""
+    index, _ = task.require_index()
+    limits = runtime.settings.limits
+    for item in items:
+        check_id(item.id)
+        check_metadata(item.metadata, limits.max_metadata_bytes, f"item {item.id!r}: metadata")
+    xb = await vectors_for(runtime, task, items)
+    refs = [await keep_image(runtime.settings, task.task, item.image) if item.image is not None else None
+            for item in items]
+    records = [Item(item.id, xb[i], dict(item.metadata), task.model_version, refs[i]) for i, item in enumerate(items)]
+    async with task.write_lock:
+        offset = await task.store.upsert(records)
+        index.upsert([r.id for r in records], xb, [r.metadata for r in records], model_version=task.model_version,
+                     offset=offset)
+    return [item.id for item in items]
+
+
+async def delete(task: TaskRuntime, item_id: str) -> None:
+    """Delete from the store and the index (404 when absent); gone from results when this returns."""
+    index, _ = task.require_index()
+    async with task.write_lock:
+        if not await task.store.delete(item_id):
+            raise ApiError(404, f"task {task.task!r} has no item {item_id!r}", slug="unknown-item")
+        index.delete([item_id], offset=await task.store.last_offset())
+
+
+async def get_item(task: TaskRuntime, item_id: str) -> Item:
+    """The stored record, or 404."""
+    item = await task.store.get(item_id)
+    if item is None:
+        raise ApiError(404, f"task {task.task!r} has no item {item_id!r}", slug="unknown-item")
+    return item
+
+
+async def search(runtime: Runtime, task: TaskRuntime, query: SearchInput) -> tuple[list[Hit], bool]:
+    """Top-k hits for an image or an embedding, and whether none reaches the calibrated threshold."""
+    _, searcher = task.require_index()
+    if query.filter is not None:
+        check_metadata(query.filter, runtime.settings.limits.max_metadata_bytes, "filter")
+    if query.embedding is not None:
+        xq = check_embedding(query.embedding, task.info.embedding_dim, "embedding")[None, :]
+    else:
+        xq = await embed(runtime, task, [query.image])  # type: ignore[list-item]
+    started = time.perf_counter()
+    result = await searcher.search(xq, query.k, filter=query.filter, min_score=query.min_score,
+                                   model_version=task.model_version)
+    runtime.metrics.search_seconds.labels(task.task).observe(time.perf_counter() - started)
+    hits = result.hits[0]
+    threshold = task.info.verification_threshold
+    no_match = not hits if threshold is None else all(hit.score < threshold for hit in hits)
+    return hits, no_match
+
+
+async def verify(runtime: Runtime, task: TaskRuntime, image_a: bytes, image_b: bytes) -> tuple[float, bool, float]:
+    """(cosine similarity, same identity, threshold) at the model's calibrated threshold."""
+    threshold = task.info.verification_threshold
+    if threshold is None:
+        raise ApiError(409, f"model {task.model_version} has no calibrated verification threshold in its "
+                       "manifest; verify needs one", slug="no-threshold")
+    xa, xb = await embed(runtime, task, [image_a, image_b])
+    score = float(np.clip(np.dot(xa, xb), -1.0, 1.0))
+    return score, score >= threshold, threshold
+
+
+async def rebuild(runtime: Runtime, task: TaskRuntime) -> RebuildReport:
+    """Rebuild the task's index now (admin), then snapshot it. 409 while one is running."""
+    index, _ = task.require_index()
+    if task.rebuilding:
+        raise ApiError(409, f"task {task.task!r}: a rebuild is already running", slug="rebuild-running")
+    task.rebuilding = True
+    try:
+        report = await rebuild_task_index(index, task.store, runtime.settings.index)
+        task.last_rebuild = report
+    finally:
+        task.rebuilding = False
+    await asyncio.shield(save_task_snapshot(task, runtime.settings))
+    return report

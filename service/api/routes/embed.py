@@ -1,0 +1,21 @@
+"""POST /v1/tasks/{task}/embed: images → L2-normalised embeddings."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api import gallery
+from service.api.bodies import openapi_body
+from service.api.deps import EmbedBody, ReadScope, RuntimeDep, TaskDep
+from service.api.routes.responses import INFERENCE, problems
+from service.api.schemas import EmbedRequest, EmbedResponse
+
+router = APIRouter(prefix="/v1/tasks/{task}", tags=["inference"], dependencies=[ReadScope])
+
+
+@router.post("/embed", response_model=EmbedResponse, responses=problems(*INFERENCE),
+             openapi_extra=openapi_body(EmbedRequest, form="EmbedRequest"))
+async def embed_images(runtime: RuntimeDep, task: TaskDep, images: EmbedBody) -> EmbedResponse:
+    """Embed one or many images (JSON base64 `images`, or multipart files named `images`)."""
+    vectors = await gallery.embed(runtime, task, images)
+    return EmbedResponse(embeddings=vectors.tolist(), dim=vectors.shape[1], model_version=task.model_version)

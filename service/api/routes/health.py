@@ -1,0 +1,53 @@
+"""GET /healthz (the process answers), /readyz (models, backend and indexes all OK), /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from service.api.runtime import Runtime
+from service.api.schemas import Readiness
+from service.metrics import CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+HEALTH_TIMEOUT_S = 2.0  # a probe must answer fast even when the backend hangs
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process is up and its event loop answers."""
+    return {"status": "ok"}
+
+
+async def backend_healthy(runtime: Runtime) -> bool:
+    try:
+        return await asyncio.wait_for(runtime.backend.health(), HEALTH_TIMEOUT_S)
+    except (TimeoutError, Exception):  # noqa: BLE001 - a failing check is simply not ready
+        return False
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}})
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: models loaded, inference backend reachable, every task's index loaded. 503 otherwise."""
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        return JSONResponse({"ready": False, "checks": {"started": False}}, status_code=503)
+    indexes = {name: t.problem or ("ok" if t.index is not None else "not loaded") for name, t in runtime.tasks.items()}
+    checks = {
+        "backend": await backend_healthy(runtime),
+        "models": sorted(runtime.backend.models()),
+        "indexes": indexes,
+    }
+    ready = bool(checks["backend"] and checks["models"] and all(v == "ok" for v in indexes.values()))
+    runtime.metrics.ready.set(1 if ready else 0)
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

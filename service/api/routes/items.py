@@ -1,0 +1,46 @@
+"""Gallery items: POST /v1/tasks/{task}/items (upsert one or many), GET and DELETE one by id."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from service.api import gallery
+from service.api.bodies import openapi_body
+from service.api.deps import EnrollBody, ReadScope, RuntimeDep, TaskDep, WriteScope
+from service.api.routes.responses import COMMON, INFERENCE, problems
+from service.api.schemas import EnrollBatch, EnrollItem, EnrollResponse, ItemOut
+
+router = APIRouter(prefix="/v1/tasks/{task}/items", tags=["gallery"])
+ItemId = Annotated[str, Path(description="the item's id", examples=["s29_0001"])]
+
+
+@router.post("", response_model=EnrollResponse, dependencies=[WriteScope], responses=problems(*INFERENCE, 409),
+             openapi_extra=openapi_body(EnrollItem, EnrollBatch, form="EnrollItem"))
+async def enroll_items(runtime: RuntimeDep, task: TaskDep, items: EnrollBody) -> EnrollResponse:
+    """Upsert one item (`{"id", "image" | "embedding", "metadata"}`) or many (`{"items": [...]}`).
+    The items are searchable as soon as this returns."""
+    ids = await gallery.enroll(runtime, task, items)
+    return EnrollResponse(ids=ids, count=len(ids), model_version=task.model_version)
+
+
+@router.get("/{item_id}", response_model=ItemOut, dependencies=[ReadScope], responses=problems(*COMMON))
+async def get_item(
+    task: TaskDep, item_id: ItemId,
+    include_embedding: Annotated[bool, Query(description="also return the stored embedding")] = False,
+) -> ItemOut:
+    """The stored item: metadata, model version, timestamps (and the embedding if asked)."""
+    item = await gallery.get_item(task, item_id)
+    return ItemOut(
+        id=item.id, metadata=item.metadata, model_version=item.model_version, image_kept=item.image_ref is not None,
+        created_at=item.created_at, updated_at=item.updated_at,
+        embedding=item.vector.tolist() if include_embedding else None,
+    )
+
+
+@router.delete("/{item_id}", status_code=204, dependencies=[WriteScope], responses=problems(*COMMON))
+async def delete_item(task: TaskDep, item_id: ItemId) -> Response:
+    """Delete the item; it is gone from search results when this returns."""
+    await gallery.delete(task, item_id)
+    return Response(status_code=204)

@@ -1,0 +1,24 @@
+"""The error responses each route documents (all are problem+json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_DESCRIPTIONS = {
+    401: "no API key, or an unknown one", 403: "the key lacks the scope", 404: "unknown task or item",
+    409: "conflict (model version, missing threshold, rebuild running)", 413: "request body too large",
+    415: "unsupported content type", 422: "invalid input: the detail says what was wrong",
+    429: "inference queue full: retry after Retry-After", 503: "backend or index unavailable: retry after Retry-After",
+    504: "the request ran past the server's time limit",
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these statuses."""
+    return {s: {"description": _DESCRIPTIONS[s],
+                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+            for s in statuses}
+
+
+COMMON = (401, 403, 404, 413, 415, 422, 503, 504)
+INFERENCE = (*COMMON, 429)

@@ -1,0 +1,182 @@
+"""Request and response bodies of the HTTP API (what clients see; the store's `Item` stays internal).
+
+JSON bodies carry images as base64 strings; the same endpoints take multipart forms with the same field
+names (files for images, JSON text for `metadata`, `filter` and `embedding`): see `bodies.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# An 8x8 grey PNG: a real, decodable image, so "Try it out" at /docs works as is.
+EXAMPLE_IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAEElEQVR4nGNsYIAAJgaKGAAmCACQXTClHgAAAABJRU5ErkJggg=="
+MAX_ID_LENGTH = 512
+
+ItemId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, examples=["s29_0001"],
+                              description="client-chosen string id (the upsert key)")]
+Metadata = Annotated[dict[str, Any], Field(description="a JSON object stored with the item; filterable by equality",
+                                           examples=[{"person": "s29", "camera": "door-2"}])]
+Embedding = Annotated[list[float], Field(min_length=1, description="an embedding instead of an image: the task's "
+                                         "dimension, finite values (normalised by the server)")]
+Image = Annotated[str, Field(min_length=1, description="base64 image (JPEG, PNG, WebP, BMP, GIF, TIFF, PGM)",
+                             examples=[EXAMPLE_IMAGE])]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbedRequest(Strict):
+    images: list[str] = Field(min_length=1, description="base64 images (multipart: files named `images`)",
+                              examples=[[EXAMPLE_IMAGE]])
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]] = Field(description="one L2-normalised embedding per image, in order")
+    dim: int
+    model_version: str = Field(examples=["ufo_face/1"])
+
+
+class EnrollItem(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"id": "s29_0001", "image": EXAMPLE_IMAGE, "metadata": {"person": "s29"}}]})
+
+    id: ItemId
+    image: Image | None = None
+    embedding: Embedding | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnrollItem:
+        if (self.image is None) == (self.embedding is None):
+            raise ValueError("give exactly one of `image` (base64) or `embedding`")
+        return self
+
+
+class EnrollBatch(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"items": [
+        {"id": "s29_0001", "image": EXAMPLE_IMAGE, "metadata": {"person": "s29"}},
+        {"id": "s29_0002", "image": EXAMPLE_IMAGE, "metadata": {"person": "s29"}}]}]})
+
+    items: list[EnrollItem] = Field(min_length=1, description="many items in one request (upserted in order)")
+
+
+class EnrollResponse(BaseModel):
+    ids: list[str] = Field(description="the ids written, in order")
+    count: int
+    model_version: str
+
+
+class ItemOut(BaseModel):
+    id: str
+    metadata: dict[str, Any]
+    model_version: str
+    image_kept: bool = Field(description="whether the source image is kept (re-embedding on a model upgrade)")
+    created_at: float | None = Field(description="Unix seconds")
+    updated_at: float | None = Field(description="Unix seconds")
+    embedding: list[float] | None = Field(default=None, description="only with ?include_embedding=true")
+
+
+class SearchRequest(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"image": EXAMPLE_IMAGE, "k": 5, "filter": {"person": "s29"}, "min_score": 0.3}]})
+
+    image: Image | None = None
+    embedding: Embedding | None = None
+    k: int = Field(default=10, ge=1, description="number of hits (at most the server's max_k)")
+    filter: dict[str, Any] | None = Field(default=None, description="metadata equality filter: every key must "
+                                          "be present with an equal value", examples=[{"person": "s29"}])
+    min_score: float | None = Field(default=None, allow_inf_nan=False, description="drop hits scoring below this "
+                                    "cosine similarity", examples=[0.3])
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SearchRequest:
+        if (self.image is None) == (self.embedding is None):
+            raise ValueError("give exactly one of `image` (base64) or `embedding`")
+        return self
+
+
+class Hit(BaseModel):
+    id: str
+    score: float = Field(description="cosine similarity")
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    hits: list[Hit]
+    no_match: bool = Field(description="true when no hit reaches the task's calibrated threshold")
+    threshold: float | None = Field(description="the model's calibrated verification threshold")
+    model_version: str
+
+
+class VerifyRequest(Strict):
+    image_a: str = Field(min_length=1, description="base64 image", examples=[EXAMPLE_IMAGE])
+    image_b: str = Field(min_length=1, description="base64 image", examples=[EXAMPLE_IMAGE])
+
+
+class VerifyResponse(BaseModel):
+    score: float = Field(description="cosine similarity of the two embeddings")
+    same: bool = Field(description="score >= threshold")
+    threshold: float
+    model_version: str
+
+
+class IndexInfo(BaseModel):
+    task: str
+    model_version: str
+    dim: int
+    type: str = Field(description="FAISS factory string of the main index")
+    size: int = Field(description="live items")
+    main_size: int
+    delta_size: int
+    tombstones: int
+    offset: int = Field(description="store change-log offset the index includes")
+    built_at: float | None
+    last_rebuild_seconds: float | None
+    state: str = Field(description="ready, rebuilding, or unavailable (see detail)")
+    detail: str | None = None
+
+
+class TaskInfo(BaseModel):
+    task: str
+    model_name: str
+    model_version: str
+    version: int
+    embedding_dim: int
+    input_size: tuple[int, int] = Field(description="[H, W]")
+    verification_threshold: float | None
+    index_size: int
+    index_type: str
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskInfo]
+
+
+class RebuildResponse(BaseModel):
+    task: str
+    count: int
+    offset: int
+    replayed: int
+    seconds: float
+    type: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, Any]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: every error response."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+BODY_MODELS: tuple[type[BaseModel], ...] = (EmbedRequest, EnrollItem, EnrollBatch, SearchRequest, VerifyRequest)

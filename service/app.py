@@ -1,0 +1,90 @@
+"""The FastAPI application: `create_app(settings)` wires routes, middleware, errors and the lifespan.
+
+Nothing heavy happens at import or in `create_app`: the lifespan starts the inference backend and opens
+each task's store and index (`service.api.runtime`), and closes them on shutdown. Run it with `ufo serve`,
+or `uvicorn --factory service.app:create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.types import Scope
+
+from service.api.errors import install_error_handlers
+from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware, TimeoutMiddleware
+from service.api.routes import ROUTERS
+from service.api.runtime import start_runtime, stop_runtime
+from service.api.schemas import BODY_MODELS, Problem
+from service.config import Settings
+from service.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Embed, enroll, search and verify images per task (face, person, vehicle, product), each served
+by its trimmed UFO subnet and searched in its own FAISS index. Bodies are JSON (images as base64) or multipart
+forms (images as files) with the same field names. Errors are `application/problem+json`."""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start the runtime before the first request; stop it (snapshotting indexes) after the last."""
+    runtime = await start_runtime(app.state.settings, app.state.metrics)
+    app.state.runtime = runtime
+    log.info("serving %s on the %s backend", ", ".join(sorted(runtime.tasks)), app.state.settings.backend)
+    try:
+        yield
+    finally:
+        app.state.runtime = None
+        await stop_runtime(runtime)
+
+
+def route_labels(app: FastAPI, scope: Scope) -> tuple[str, str]:
+    """(route template, task) for metrics; an unknown task is reported as '' to bound the label set."""
+    route = scope.get("route")
+    template = getattr(route, "path", None) or "unmatched"
+    task = (scope.get("path_params") or {}).get("task", "")
+    runtime = getattr(app.state, "runtime", None)
+    if runtime is None or task not in runtime.tasks:
+        task = ""
+    return template, task
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the body models the routes reference by name (they parse bodies themselves)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (*BODY_MODELS, Problem):
+        spec = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(spec.pop("$defs", {}))
+        components[model.__name__] = spec
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for `settings` (default: from the environment and UFO_CONFIG_FILE)."""
+    settings = settings or Settings()
+    app = FastAPI(title="UFO retrieval service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics = GatewayMetrics()
+    app.state.runtime = None
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    def observe(scope: Scope, status: int, seconds: float) -> None:
+        metrics.observe_request(*route_labels(app, scope), status, seconds)
+
+    app.add_middleware(TimeoutMiddleware, seconds=settings.limits.request_timeout_s)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, observe=observe)  # added last: outermost
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,75 @@
+"""`ufo serve`: run the gateway under uvicorn. Also `python -m service.main` (same flags).
+
+Flags override the settings from the environment (UFO_*) and the YAML file named by UFO_CONFIG_FILE;
+everything else (backend, Triton URL, store, limits, keys) comes from there. One process per data folder:
+the embedded store and index live in this process (scale out with the Redis store and several replicas).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: `ufo --help` builds these flags without loading pydantic
+    from service.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `ufo serve` (defaults come from Settings: 127.0.0.1:8080)."""
+    parser.add_argument("--host", default=None, help="bind address (default 127.0.0.1; env UFO_HOST). "
+                        "A non-loopback address requires API keys")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8080; env UFO_PORT)")
+    parser.add_argument("--repository", default=None, help="model repository (env UFO_REPOSITORY)")
+    parser.add_argument("--backend", choices=("embedded", "triton"), default=None,
+                        help="inference backend (default embedded; env UFO_BACKEND)")
+    parser.add_argument("--data-dir", default=None, help="index snapshots and kept images (env UFO_DATA_DIR)")
+    parser.add_argument("--store-url", default=None, help="sqlite:///<dir> or redis://host:port/db (env UFO_STORE_URL)")
+    parser.add_argument("--no-access-log", action="store_true", help="do not log each request")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings with the given flags taking precedence over the environment and the YAML file."""
+    from service.config import Settings
+
+    flags = {"host": args.host, "port": args.port, "repository": args.repository, "backend": args.backend,
+             "data_dir": args.data_dir, "store_url": args.store_url}
+    return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def serve(settings: Settings, *, access_log: bool = True) -> None:
+    """Run uvicorn with the app until SIGINT/SIGTERM (the lifespan snapshots the indexes on the way out)."""
+    import uvicorn
+
+    from service.app import create_app
+
+    logging.getLogger().setLevel(settings.log_level.upper())
+    log.info("ufo serve on http://%s:%d (%s backend, repository %s)", settings.host, settings.port,
+             settings.backend, settings.repository)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+                access_log=access_log, timeout_graceful_shutdown=10, server_header=False)
+
+
+def cli_serve(args: argparse.Namespace) -> int:
+    """Entry point of `ufo serve`."""
+    serve(settings_from_args(args), access_log=not args.no_access_log)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.main", description="run the UFO retrieval gateway")
+    add_serve_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return cli_serve(args)
+    except ValueError as exc:  # settings refused (e.g. a public bind without keys): say why, no traceback
+        print(f"ufo serve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Prometheus metrics of the gateway: one prefix (`ufo_`), few labels, `*_seconds` histograms (TEI's style).
+
+Every app gets its own `CollectorRegistry` (two apps in one test process must not share counters). Index
+sizes are read at scrape time by a collector over the live indexes, so they can never go stale; the
+inference backend feeds the batch-size histogram and queue-depth gauge through its hooks.
+
+Label values are bounded: `route` is the route template (`/v1/tasks/{task}/search`, never the raw path),
+`task` is a served task or "" (a client sending random task names must not create series).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+PREFIX = "ufo"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSample:
+    """What the index collector reports for one task."""
+
+    task: str
+    items: int
+    tombstones: int
+    delta: int
+
+
+class IndexCollector(Collector):
+    """Index size, delta size and tombstones per task, read from the live indexes at scrape time."""
+
+    def __init__(self, source: Callable[[], Iterable[IndexSample]]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        items = GaugeMetricFamily(f"{PREFIX}_index_items", "Live items in the task's index", labels=["task"])
+        dead = GaugeMetricFamily(f"{PREFIX}_index_tombstones", "Deleted or overwritten copies still in the index",
+                                 labels=["task"])
+        delta = GaugeMetricFamily(f"{PREFIX}_index_delta_items", "Vectors written since the main index was built",
+                                  labels=["task"])
+        for sample in self.source():
+            items.add_metric([sample.task], sample.items)
+            dead.add_metric([sample.task], sample.tombstones)
+            delta.add_metric([sample.task], sample.delta)
+        yield from (items, dead, delta)
+
+
+class GatewayMetrics:
+    """The gateway's metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(f"{PREFIX}_http_requests", "HTTP requests answered",
+                                ["route", "task", "status"], registry=r)
+        self.request_seconds = Histogram(f"{PREFIX}_http_request_duration_seconds", "HTTP request latency",
+                                         ["route", "task", "status"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(f"{PREFIX}_inference_batch_size", "Images per model run (dynamic batcher)",
+                                    ["task"], buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram(f"{PREFIX}_inference_batch_duration_seconds", "Model run time per batch",
+                                       ["task"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge(f"{PREFIX}_inference_queue_depth", "Images waiting for a model run",
+                                 ["task"], registry=r)
+        self.embed_images = Histogram(f"{PREFIX}_embed_images", "Images per embedding call from the gateway",
+                                      ["task"], buckets=BATCH_BUCKETS, registry=r)
+        self.search_seconds = Histogram(f"{PREFIX}_search_duration_seconds", "Index search latency (coalesced)",
+                                        ["task"], buckets=LATENCY_BUCKETS, registry=r)
+        self.model_info = Gauge(f"{PREFIX}_model_info", "The model serving each task (value 1)",
+                                ["task", "model_name", "version", "embedding_dim"], registry=r)
+        self.ready = Gauge(f"{PREFIX}_ready", "1 when the last readiness check passed", registry=r)
+
+    # -- hooks handed to the inference backend (called from its worker threads) ------------------
+
+    def observe_batch(self, task: str, images: int, seconds: float) -> None:
+        self.batch_size.labels(task).observe(images)
+        self.batch_seconds.labels(task).observe(seconds)
+
+    def set_queue_depth(self, task: str, depth: int) -> None:
+        self.queue_depth.labels(task).set(depth)
+
+    # -- gateway-side observations --------------------------------------------------------------
+
+    def observe_request(self, route: str, task: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, task, str(status)).inc()
+        self.request_seconds.labels(route, task, str(status)).observe(seconds)
+
+    def set_model(self, task: str, model_name: str, version: int, embedding_dim: int) -> None:
+        self.model_info.labels(task, model_name, str(version), str(embedding_dim)).set(1)
+
+    def watch_indexes(self, source: Callable[[], Iterable[IndexSample]]) -> IndexCollector:
+        """Register a collector that reads index sizes from `source` at every scrape."""
+        collector = IndexCollector(source)
+        self.registry.register(collector)
+        return collector
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
