@@ -50,6 +50,27 @@ class IndexSettings(BaseModel):
     canary_interval_s: float = 60.0  # recall canary period (0 = off)
     coalesce_max_batch: int = 64
     coalesce_max_delay_ms: float = 2.0
+    # Background rebuilds (service/worker): index choice, tuning, snapshots, the follower and the canary.
+    compressed_above: int = 5_000_000  # IVF-PQ + exact re-ranking above this many items (memory)
+    compressed_factory: str = "IVF{nlist},PQ{pq}x4fs,RFlat"  # {pq}: dim/4 sub-quantizers
+    tune_queries: int = 300  # held-out queries the operating point is tuned on (recall@10 vs exact)
+    keep_snapshots: int = 3  # snapshot versions kept per task in data_dir/snapshots/<task>/
+    poll_interval_s: float = 1.0  # follower: change-log catch-up and latest-snapshot check period
+    min_rebuild_gap_s: float = 30.0  # follower: no new trigger this soon after its last request
+    canary_queries: int = 16  # live queries re-run exactly per canary round
+    canary_k: int = 10
+
+
+class WorkerSettings(BaseModel):
+    """The rebuild job queue (`ufo worker`). Without a Redis URL the jobs run in-process in a thread."""
+
+    queue_url: str | None = None  # redis://host:port/db; None: the store's URL when it is Redis, else in-process
+    namespace: str = "ufo"  # key prefix of the queue, job states and snapshot announcements
+    claim_idle_s: float = 30.0  # a running job silent this long (its worker died) is claimed by another worker
+    heartbeat_s: float = 5.0  # a running job's worker renews its claim this often (< claim_idle_s)
+    max_attempts: int = 3  # deliveries before a job is marked failed for good
+    block_s: float = 2.0  # XREADGROUP wait per poll
+    images_dir: Path | None = None  # kept source images; None: data_dir/images
 
 
 class Settings(BaseSettings):
@@ -71,6 +92,7 @@ class Settings(BaseSettings):
     require_auth: bool | None = None  # None: required whenever `host` is not a loopback address
     limits: Limits = Limits()
     index: IndexSettings = IndexSettings()
+    worker: WorkerSettings = WorkerSettings()
     log_level: str = "INFO"
 
     @classmethod
