@@ -44,8 +44,10 @@ def serve(settings: Settings, *, access_log: bool = True) -> None:
     """Run uvicorn with the app until SIGINT/SIGTERM (the lifespan snapshots the indexes on the way out)."""
     import uvicorn
 
+    from service.api.auth import read_records
     from service.app import create_app
 
+    read_records(settings.api_keys, settings.api_keys_file)  # a bad record fails here, before any model loads
     logging.getLogger().setLevel(settings.log_level.upper())
     log.info("ufo serve on http://%s:%d (%s backend, repository %s)", settings.host, settings.port,
              settings.backend, settings.repository)

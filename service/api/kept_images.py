@@ -1,6 +1,7 @@
 """Enrolled source images, kept content-addressed so a model upgrade can re-embed the gallery.
 
-`<data_dir>/images/<task>/<sha256[:2]>/<sha256>`: the item's `image_ref` is the sha256. Writes go to a
+`<images_dir>/<task>/<sha256[:2]>/<sha256>` (`worker.images_dir`, default `<data_dir>/images`): the item's
+`image_ref` is the sha256. Writes go to a
 temporary name and are moved into place, so a reader never sees half a file; an image already kept (same
 content) is not written again. Off with `keep_images: false` (an upgrade then needs clients to re-enroll).
 """
@@ -15,9 +16,14 @@ from pathlib import Path
 from service.config import Settings
 
 
-def image_path(data_dir: Path, task: str, ref: str) -> Path:
+def images_root(settings: Settings) -> Path:
+    """The folder kept images live under."""
+    return Path(settings.worker.images_dir or Path(settings.data_dir) / "images")
+
+
+def image_path(root: Path, task: str, ref: str) -> Path:
     """Where the image with content hash `ref` is kept for `task`."""
-    return Path(data_dir) / "images" / task / ref[:2] / ref
+    return Path(root) / task / ref[:2] / ref
 
 
 def write_image(path: Path, data: bytes) -> None:
@@ -38,5 +44,5 @@ async def keep_image(settings: Settings, task: str, data: bytes) -> str | None:
     if not settings.keep_images:
         return None
     ref = hashlib.sha256(data).hexdigest()
-    await asyncio.to_thread(write_image, image_path(settings.data_dir, task, ref), data)
+    await asyncio.to_thread(write_image, image_path(images_root(settings), task, ref), data)
     return ref

@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import torch
 
 from model_store.export import export_model
 from model_store.triton import free_port
+from service.app import create_app
+from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
 DEMO_MODELS = ROOT / "demo" / "models"
@@ -137,3 +140,22 @@ def embedded_server(api_repo: Path, tmp_path_factory: pytest.TempPathFactory) ->
     server = start_server(api_repo, tmp_path_factory.mktemp("embedded-server"), limits__max_body_bytes="1000000")
     yield server
     server.stop()
+
+
+def app_settings(repository: Path, workdir: Path, **overrides: object) -> Settings:
+    """Settings for an in-process app over `repository`, with its own store and data folder."""
+    options: dict[str, object] = {
+        "repository": repository, "data_dir": workdir / "data", "store_url": f"sqlite:///{workdir / 'store'}",
+        "embedded": {"sessions_per_model": 1},
+    }
+    return Settings(**{**options, **overrides})
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in this process with its lifespan running, and a client talking to it over ASGI."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
+            yield client
