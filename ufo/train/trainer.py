@@ -203,7 +203,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         losses: list[float] = []
         bar = tqdm(total=until, initial=self.step, desc="train", disable=self.rank != 0, dynamic_ncols=True)
-        with open(self.out_dir / "train_log.jsonl", "a") as logf:
+        with open(self.out_dir / "train_log.jsonl", "a" if self.step else "w") as logf:  # a fresh run starts anew
             while self.step < until:
                 t0 = time.perf_counter()
                 record = self.train_step()
