@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The main job: build the offline demo data, train the UFO supernet and the single-task baselines, search and
-# trim one subnet per task, and write the comparison report (docs/results.md). Stages already done are skipped.
+# The main job: verify the committed demo models, build the offline demo data, start the retrieval service,
+# enroll the demo gallery and print curl examples. Ctrl-C stops it. (scripts/pipeline.sh retrains the models.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/system_deps.sh
 bash scripts/bootstrap.sh
-.venv/bin/ufo pipeline --preset demo --data data/demo --out runs/demo --docs docs "$@"
+.venv/bin/ufo store verify --repository demo/models
+[ -f data/demo/manifest.json ] || .venv/bin/ufo data demo --out data/demo
+exec .venv/bin/ufo demo --repository demo/models --data data/demo "$@"

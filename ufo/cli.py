@@ -128,7 +128,16 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     _handler(create, "service.api.auth:cli_keys_create")
 
 
-SECTIONS = (_add_data, _add_train, _add_search, _add_report, _add_export, _add_store, _add_serve)
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="serve the demo models, enroll the demo gallery, print curl examples")
+    demo.add_argument("--repository", default="demo/models", help="model repository (default: the committed demo)")
+    demo.add_argument("--data", default="data/demo", help="demo data (`ufo data demo`)")
+    demo.add_argument("--data-dir", default="var/demo", help="store, index snapshots and kept images")
+    demo.add_argument("--port", type=int, default=8080)
+    _handler(demo, "ufo.demo_service:cli_demo")
+
+
+SECTIONS = (_add_data, _add_train, _add_search, _add_report, _add_export, _add_store, _add_serve, _add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
