@@ -36,11 +36,16 @@ def gallery_and_queries(task: str, data_root: Path) -> tuple[list[Sample], list[
     for s in test.query:
         first.setdefault(s.label, s)
     if task == "face":  # images 1-5 of each person enrolled, 6-10 held out
-        enrolled = [s for s in test.query if int(Path(s.path).stem) <= 5]
-        return enrolled, [s for s in test.query if int(Path(s.path).stem) > 5]
+        enrolled = [s for s in test.query if image_number(s) <= 5]
+        return enrolled, [s for s in test.query if image_number(s) > 5]
     enrolled = list(first.values())
     chosen = {s.path for s in enrolled}
     return enrolled, [s for s in test.query if s.path not in chosen]
+
+
+def image_number(sample: Sample) -> int:
+    """The n of LFW-style face file names `<person>_<n>.<ext>` (or plain `<n>.<ext>`)."""
+    return int(Path(sample.path).stem.rsplit("_", 1)[-1])
 
 
 def item_id(task: str, sample: Sample, data_root: Path) -> str:
