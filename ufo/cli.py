@@ -137,7 +137,16 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     _handler(demo, "ufo.demo_service:cli_demo")
 
 
-SECTIONS = (_add_data, _add_train, _add_search, _add_report, _add_export, _add_store, _add_serve, _add_demo)
+def _add_worker(sub: argparse._SubParsersAction) -> None:
+    from service.worker.cli import add_worker_arguments  # argparse flags only: no FAISS or Redis loaded
+
+    worker = sub.add_parser("worker", help="run index rebuild jobs from the Redis queue (settings from UFO_* env/YAML)")
+    add_worker_arguments(worker)
+    _handler(worker, "service.worker.cli:cli_worker")
+
+
+SECTIONS = (_add_data, _add_train, _add_search, _add_report, _add_export, _add_store, _add_serve, _add_demo,
+            _add_worker)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,8 @@ from service.index.state import Generation, IndexView
 from service.index.vectors import check_model_version, prepare
 
 if TYPE_CHECKING:
+    import faiss
+
     from service.store.records import Change, Item
 
 log = logging.getLogger(__name__)
@@ -165,6 +167,17 @@ class VectorIndex:
     @property
     def main_size(self) -> int:
         return self._view.main_ntotal
+
+    @property
+    def main(self) -> faiss.Index | None:
+        """The live main FAISS index (None before a build). Read-only for callers: change its operating
+        point with `set_search_params`; labels are row positions of the build (0..n-1)."""
+        return self._view.main
+
+    @property
+    def view(self) -> IndexView:
+        """The published view searches read (one consistent state; do not mutate)."""
+        return self._view
 
     def metadata_of(self, item_id: str) -> dict[str, Any] | None:
         """The live metadata of an id, or None."""

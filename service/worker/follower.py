@@ -1,0 +1,305 @@
+"""The gateway side of background rebuilds: `IndexFollower` owns one task's live index.
+
+- Writes reach the index only from the store's change log (`sync_to`, called by the write path right
+  after the store acknowledged, and by the background loop for other replicas' writes): two replicas
+  that adopt the same snapshot apply the same log in the same order and answer identically.
+- Snapshots: on an announcement (pub/sub, or the `latest` pointer polled every `poll_interval_s`), the
+  follower loads the new snapshot in a thread while the current index keeps answering, replays the log
+  from the snapshot's offset into it, and swaps it in with one assignment (`VectorIndex.finish_rebuild`:
+  the same `VectorIndex` object, so the app's searcher keeps working); writes that raced with the load
+  are journaled and replayed. Tombstones hold throughout: deletes are log entries like any other.
+- Triggers: delta size, tombstone ratio and schedule are checked every poll; `request_rebuild` is the
+  explicit one (the admin route). The queue deduplicates per task.
+- Canary: `observe_query` feeds live queries to a `RecallCanary`, run every `canary_interval_s`.
+- Model upgrades: `serving` is one (model version, index) pair, replaced by one assignment
+  (`cut_over`, see `service.worker.upgrade`); a query embedded with `serving.model_version` is searched
+  in `serving.index`, never a mix.
+
+App wiring (see the report / docs): build with `IndexFollower.open(...)`, `await follower.start()`,
+search `follower.serving.index` (or the searcher built on it, re-pointed by `on_swap`), after a store
+write `await follower.sync_to(offset)`, `await follower.status()` for GET /index, `await
+follower.request_rebuild("request")` for POST /index/rebuild, `await follower.close()` on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from service.config import IndexSettings
+from service.index import SnapshotError, VectorIndex, rebuild_from_store
+from service.index.errors import ModelVersionError
+from service.store.base import ChangeLogTrimmed, GalleryStore
+from service.worker.canary import RecallCanary
+from service.worker.changes import ApplyStats, Reembedder, follow_log
+from service.worker.queue import JobQueue, Subscription
+from service.worker.records import JobStatus, SnapshotInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What a query uses together: embed it with `model_version`, search it in `index`."""
+
+    model_version: str
+    index: VectorIndex
+
+
+def rebuild_reason(index: VectorIndex, opts: IndexSettings, last_build_at: float | None, now: float) -> str | None:
+    """Which trigger fires for `index`, if any: delta size, tombstone ratio, or the schedule."""
+    if index.delta_size >= opts.rebuild_delta_items > 0:
+        return "delta"
+    stored = index.main_size + index.delta_size
+    if index.tombstones and stored and index.tombstones / stored >= opts.rebuild_tombstone_ratio > 0:
+        return "tombstones"
+    if opts.rebuild_interval_s > 0 and now - (last_build_at or 0.0) >= opts.rebuild_interval_s:
+        return "schedule"
+    return None
+
+
+def usable_snapshot(info: SnapshotInfo | None, model_version: str, dim: int) -> bool:
+    return info is not None and info.model_version == model_version and info.dim == dim
+
+
+class IndexFollower:
+    """One task's live index kept in step with the store and the announced snapshots (module docstring)."""
+
+    def __init__(self, task: str, index: VectorIndex, store: GalleryStore, queue: JobQueue, opts: IndexSettings, *,
+                 snapshot: SnapshotInfo | None = None, reembed: Reembedder | None = None,
+                 on_swap: Callable[[VectorIndex], None] | None = None,
+                 on_new_model: Callable[[SnapshotInfo], Any] | None = None,
+                 on_recall: Callable[[str, int, float], None] | None = None):
+        self.task = task
+        self.store = store
+        self.queue = queue
+        self.opts = opts
+        self.snapshot = snapshot  # the snapshot the live main came from (None: built here)
+        self.reembed = reembed  # re-embeds records of another model version written during an upgrade
+        self.on_swap = on_swap  # called with the new index after a model cut-over (re-point the searcher)
+        self.on_new_model = on_new_model  # called once per snapshot of another model version
+        self.canary = RecallCanary(k=opts.canary_k, per_round=opts.canary_queries,
+                                   on_result=lambda r: on_recall and on_recall(task, opts.canary_k, r))
+        self.swaps = 0
+        self.last_error: str | None = None
+        self.upgrade: dict[str, Any] | None = None  # progress of a model upgrade (service.worker.upgrade)
+        self._serving = Serving(index.model_version, index)
+        self._sync_lock = asyncio.Lock()  # log application: catch-ups and a swap's final step
+        self.swap_lock = asyncio.Lock()  # one snapshot adoption or cut-over at a time
+        self._requested_at = -math.inf
+        self._rejected: set[str] = set()  # snapshot versions that failed to load
+        self._notified: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscription: Subscription | None = None
+
+    # -- construction ----------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, task: str, store: GalleryStore, queue: JobQueue, opts: IndexSettings, *,
+                   model_version: str, dim: int, **options: Any) -> IndexFollower:
+        """A follower starting from the latest snapshot of this model version (caught up from the log), or,
+        without one, from an exact index built from the store here (and a rebuild requested when the
+        gallery is large enough for an approximate index)."""
+        latest = await queue.latest_snapshot(task)
+        if usable_snapshot(latest, model_version, dim):
+            assert latest is not None
+            try:
+                index = await asyncio.to_thread(VectorIndex.load, latest.path, model_version=model_version)
+                await follow_log(index, store, reembed=options.get("reembed"))
+                return cls(task, index, store, queue, opts, snapshot=latest, **options)
+            except (SnapshotError, ChangeLogTrimmed, OSError) as exc:
+                log.warning("%s: latest snapshot %s not usable (%s); building from the store", task,
+                            latest.version, exc)
+        index = VectorIndex(dim, model_version)
+        await rebuild_from_store(index, store, factory="Flat")
+        follower = cls(task, index, store, queue, opts, **options)
+        if len(index) >= opts.flat_below:
+            await follower.request_rebuild("startup")
+        return follower
+
+    # -- what the app reads ----------------------------------------------------------------------
+
+    @property
+    def serving(self) -> Serving:
+        return self._serving
+
+    @property
+    def index(self) -> VectorIndex:
+        return self._serving.index
+
+    @property
+    def model_version(self) -> str:
+        return self._serving.model_version
+
+    def observe_query(self, xq: Any) -> None:
+        """Offer searched query vectors to the recall canary (cheap; call it on the search path)."""
+        self.canary.observe(xq)
+
+    async def status(self) -> dict[str, Any]:
+        """Everything GET /v1/tasks/{task}/index reports: index, snapshot, job, canary, upgrade."""
+        index, snap = self.index, self.snapshot
+        try:
+            job: dict[str, Any] | None = (await self.queue.job_status(self.task)).to_dict()
+        except Exception as exc:  # the queue being down must not take the status route with it
+            job = {"state": None, "error": f"job queue unreachable: {exc}"}
+        return {
+            "task": self.task, "model_version": self.model_version, "dim": index.dim, "type": index.factory,
+            "search_params": index.search_params, "size": len(index), "main_size": index.main_size,
+            "delta_size": index.delta_size, "tombstones": index.tombstones, "offset": index.offset,
+            "built_at": index.built_at, "snapshot": None if snap is None else asdict(snap), "job": job,
+            "recall": None if snap is None else snap.recall, "canary_recall": self.canary.recall,
+            "canary_k": self.canary.k, "swaps": self.swaps, "last_error": self.last_error, "upgrade": self.upgrade,
+        }
+
+    # -- writes and rebuild requests -------------------------------------------------------------
+
+    async def sync_to(self, offset: int | None = None) -> ApplyStats:
+        """Apply the change log up to at least `offset` (None: to its end). The write path calls this after
+        the store acknowledged a write, so the write is searchable when the request returns."""
+        if offset is not None and self.index.offset >= offset:
+            return ApplyStats()
+        async with self._sync_lock:
+            index = self.index
+            if offset is not None and index.offset >= offset:
+                return ApplyStats()
+            return await follow_log(index, self.store, reembed=self.reembed)
+
+    async def request_rebuild(self, reason: str = "request") -> JobStatus:
+        """Queue a rebuild of this task (joined when one is queued or running)."""
+        self._requested_at = time.monotonic()
+        return await self.queue.request_rebuild(self.task, reason, model_version=self.model_version)
+
+    async def check_triggers(self) -> str | None:
+        """Request a rebuild when a trigger fires (not again within `min_rebuild_gap_s`); returns the reason."""
+        if time.monotonic() - self._requested_at < self.opts.min_rebuild_gap_s or self.upgrade:
+            return None
+        last = self.snapshot.built_at if self.snapshot is not None else self.index.built_at
+        reason = rebuild_reason(self.index, self.opts, last, time.time())
+        if reason is not None and len(self.index) > 0:
+            await self.request_rebuild(reason)
+        return reason
+
+    # -- snapshots -------------------------------------------------------------------------------
+
+    def wants(self, info: SnapshotInfo) -> bool:
+        """True for a loadable snapshot of this task and model that is newer than the one serving."""
+        return (info.task == self.task and info.version not in self._rejected and info.model_version ==
+                self.model_version and info.dim == self.index.dim and info.newer_than(self.snapshot))
+
+    async def adopt(self, info: SnapshotInfo) -> bool:
+        """Load `info` beside the live index, replay the log from its offset, swap. Returns True if swapped."""
+        async with self.swap_lock:
+            if not self.wants(info):
+                return False
+            t0 = time.perf_counter()
+            live = self.index
+            live.begin_rebuild()  # journal live writes from now: none can slip between load and swap
+            try:
+                fresh = await asyncio.to_thread(VectorIndex.load, info.path, model_version=live.model_version)
+                await follow_log(fresh, self.store, reembed=self.reembed)  # the bulk, while live serves
+                async with self._sync_lock:  # the last few changes, then the one-assignment swap
+                    await follow_log(fresh, self.store, reembed=self.reembed)
+                    replayed = live.finish_rebuild(fresh)
+            except SnapshotError as exc:
+                live.abort_rebuild()
+                self._rejected.add(info.version)
+                log.error("%s: snapshot %s rejected: %s", self.task, info.version, exc)
+                return False
+            except BaseException:
+                live.abort_rebuild()
+                raise
+            self.snapshot = info
+            self.swaps += 1
+        log.info("%s: swapped in snapshot %s (%d items, %s, recall@%d %s) at offset %d, %d replayed, in %.2f s",
+                 self.task, info.version, len(live), info.factory, info.recall_k,
+                 "n/a" if info.recall is None else f"{info.recall:.4f}", live.offset, replayed,
+                 time.perf_counter() - t0)
+        return True
+
+    async def cut_over(self, index: VectorIndex, *, snapshot: SnapshotInfo | None = None,
+                       reembed: Reembedder | None = None, skip: Callable[[int], bool] | None = None) -> None:
+        """Serve `index` (another model version) from now on: catch it up, then swap `serving` in one
+        assignment. Caller holds `swap_lock` (see `service.worker.upgrade`)."""
+        async with self._sync_lock:
+            await follow_log(index, self.store, reembed=reembed, skip=skip)
+            self._serving = Serving(index.model_version, index)
+            self.reembed = reembed
+            self.snapshot = snapshot
+            self.swaps += 1
+        if self.on_swap is not None:
+            self.on_swap(index)
+        log.info("%s: cut over to model %s (%d items)", self.task, index.model_version, len(index))
+
+    async def poll(self, announced: SnapshotInfo | None = None) -> None:
+        """One round of upkeep: catch up the log, adopt a newer snapshot, check the triggers."""
+        try:
+            await self.sync_to()
+        except ChangeLogTrimmed as exc:
+            log.warning("%s: %s; rebuilding from the store", self.task, exc)
+            await rebuild_from_store(self.index, self.store)
+        latest = announced or await self.queue.latest_snapshot(self.task)
+        if latest is not None and latest.model_version != self.model_version:
+            await self._tell_new_model(latest)
+        elif latest is not None and self.wants(latest):
+            await self.adopt(latest)
+        await self.check_triggers()
+
+    async def _tell_new_model(self, info: SnapshotInfo) -> None:
+        if self.on_new_model is None or info.version in self._notified or self.upgrade:
+            return
+        self._notified.add(info.version)
+        result = self.on_new_model(info)
+        if asyncio.iscoroutine(result):
+            await result
+
+    # -- background loops ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start following (announcements + polling) and the recall canary."""
+        self._subscription = self.queue.subscribe(self.task)
+        self._tasks.append(asyncio.create_task(self._follow(), name=f"follow-{self.task}"))
+        if self.opts.canary_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self._canary(), name=f"canary-{self.task}"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._subscription is not None:
+            await self._subscription.close()
+
+    async def _follow(self) -> None:
+        assert self._subscription is not None
+        while True:
+            announced = None
+            try:
+                announced = await self._subscription.next(self.opts.poll_interval_s)
+                await self.poll(announced)
+                self.last_error = None
+            except asyncio.CancelledError:
+                raise
+            except ModelVersionError as exc:
+                self.last_error = str(exc)
+                log.error("%s: %s", self.task, exc)
+                await asyncio.sleep(self.opts.poll_interval_s)
+            except Exception as exc:  # the store or queue down: keep serving, try again next round
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: follower round failed: %s", self.task, self.last_error)
+                await asyncio.sleep(self.opts.poll_interval_s)
+
+    async def _canary(self) -> None:
+        while True:
+            await asyncio.sleep(self.opts.canary_interval_s)
+            try:
+                await asyncio.to_thread(self.canary.measure, self.index)
+            except Exception:
+                log.exception("%s: recall canary round failed", self.task)

@@ -1,0 +1,186 @@
+"""The rebuild job: store → FAISS index chosen by size → tuned operating point → versioned snapshot.
+
+One function, `run_rebuild`, runs it the same way in `ufo worker` and in the gateway's background
+thread. Steps:
+1. read the store's change-log offset, then every item (the offset is read first, so the build holds
+   at least everything up to it; replay after it is idempotent);
+2. choose the factory by size (`choose_factory`: Flat below `flat_below`, `ann_factory` above,
+   `compressed_factory` — IVF-PQ with exact re-ranking — above `compressed_above`) and build it beside
+   anything live (FAISS trains on a sample; GPU when faiss sees one);
+3. tune the operating point (nprobe / efSearch / re-ranking depth) to `recall_target` recall@10 with
+   `service.index.tune.tune_search_params` on held-out queries against exact search;
+4. save the snapshot atomically and add the job's fields (recall, durations) to its sidecar.
+Announcing it is the queue's job (see `queue_redis` / `queue_local`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from service.config import IndexSettings
+from service.index import OperatingPoint, VectorIndex, exact_knn, resolve_factory, tune_search_params
+from service.index.errors import ModelVersionError
+from service.store import open_store
+from service.store.base import GalleryStore
+from service.worker.records import Job, SnapshotInfo
+from service.worker.snapshots import SnapshotStore, annotate_sidecar
+
+log = logging.getLogger(__name__)
+
+RECALL_K = 10
+
+
+class NothingToBuild(ValueError):
+    """The gallery is empty and nothing says which dimension / model version an index would have."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gallery:
+    """Every stored item of a task, read at (at least) change-log `offset`."""
+
+    ids: list[str]
+    xb: np.ndarray
+    metadata: list[dict[str, Any]]
+    model_version: str
+    offset: int
+
+
+def pq_subquantizers(dim: int) -> int:
+    """PQ sub-quantizers for `dim`: 4 dimensions each when that divides evenly, else one per dimension."""
+    return dim // 4 if dim % 4 == 0 and dim >= 4 else dim
+
+
+def fill_factory(factory: str, n: int, dim: int) -> str:
+    """Resolve the placeholders of a factory string: {nlist} for n vectors, {pq} for dim."""
+    return resolve_factory(factory, n).replace("{pq}", str(pq_subquantizers(dim)))
+
+
+def choose_factory(n: int, dim: int, opts: IndexSettings) -> str:
+    """Flat below `flat_below` items, `ann_factory` above, `compressed_factory` above `compressed_above`."""
+    if n < opts.flat_below:
+        return "Flat"
+    if n >= opts.compressed_above:
+        return fill_factory(opts.compressed_factory, n, dim)
+    return fill_factory(opts.ann_factory, n, dim)
+
+
+async def read_gallery(store: GalleryStore, model_version: str | None, *, dim: int | None = None,
+                       batch: int = 10_000) -> Gallery:
+    """Every item with the offset read first. All items must share one model version (`model_version`
+    when given): vectors of two models are never mixed in one index."""
+    offset = await store.last_offset()
+    ids: list[str] = []
+    metadata: list[dict[str, Any]] = []
+    chunks: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    async for item in store.iter_items(batch):
+        if model_version is None:
+            model_version = item.model_version
+        if item.model_version != model_version:
+            raise ModelVersionError(f"stored item {item.id!r} has model version {item.model_version!r}, the rebuild "
+                                    f"is for {model_version!r}: re-embed the gallery for one version first")
+        ids.append(item.id)
+        metadata.append(item.metadata)
+        pending.append(item.vector)
+        if len(pending) == batch:  # stack per page: one copy, no million-entry list of arrays
+            chunks.append(np.stack(pending))
+            pending = []
+    if pending:
+        chunks.append(np.stack(pending))
+    if chunks:
+        xb = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+    elif dim is not None:
+        xb = np.zeros((0, dim), np.float32)
+    else:
+        raise NothingToBuild("the gallery is empty and its dimension is unknown: nothing to build yet")
+    if model_version is None:
+        raise NothingToBuild("the gallery is empty and no model version was given: nothing to build yet")
+    return Gallery(ids, xb, metadata, model_version, offset)
+
+
+def held_out_queries(main: faiss.Index, xb: np.ndarray, n: int, seed: int = 7) -> np.ndarray:
+    """Queries near the gallery but not in it, like a new image of an enrolled identity: the normalised
+    midpoint of a sampled item and its nearest other item (found with the index itself, cheaply)."""
+    xb_n = xb / np.linalg.norm(xb, axis=1, keepdims=True)
+    rows = np.random.default_rng(seed).choice(len(xb), size=min(n, len(xb)), replace=False)
+    _, nn = main.search(np.ascontiguousarray(xb_n[rows]), 2)
+    other = np.where(nn[:, 0] == rows, nn[:, 1], nn[:, 0])
+    other = np.where(other < 0, rows, other)
+    xq = xb_n[rows] + xb_n[other]
+    return np.ascontiguousarray(xq / np.linalg.norm(xq, axis=1, keepdims=True), dtype=np.float32)
+
+
+def tune(index: VectorIndex, xb: np.ndarray, opts: IndexSettings) -> OperatingPoint | None:
+    """Tune `index`'s main to `recall_target` recall@10 on held-out queries vs exact search; None when
+    the index has no main or is too small to hold k neighbours."""
+    main = index.main
+    if main is None or len(xb) <= RECALL_K:
+        return None
+    xq = held_out_queries(main, xb, opts.tune_queries)
+    _, gt = exact_knn(xq, xb / np.linalg.norm(xb, axis=1, keepdims=True), RECALL_K)
+    point = tune_search_params(main, xq, gt, k=RECALL_K, target_recall=opts.recall_target)
+    index.set_search_params(point.params)
+    return point
+
+
+def build_tuned(gallery: Gallery, factory: str, opts: IndexSettings, *,
+                threads: int | None = None) -> tuple[VectorIndex, OperatingPoint | None, float]:
+    """Build and tune (blocking; run it in a thread). Returns (index, operating point, FAISS build seconds).
+    `threads`: FAISS OpenMP threads for this thread (1 inside a gateway so searches keep a core)."""
+    if threads:
+        faiss.omp_set_num_threads(threads)
+    t0 = time.perf_counter()
+    index = VectorIndex.build(gallery.ids, gallery.xb, gallery.metadata, model_version=gallery.model_version,
+                              factory=factory, offset=gallery.offset)
+    faiss_seconds = time.perf_counter() - t0
+    return index, tune(index, gallery.xb, opts), faiss_seconds
+
+
+async def run_rebuild(job: Job, store: GalleryStore, snapshots: SnapshotStore, opts: IndexSettings, *,
+                      threads: int | None = None) -> SnapshotInfo:
+    """Run one rebuild job end to end and return the snapshot it wrote (not yet announced)."""
+    t0 = time.perf_counter()
+    latest = snapshots.read_latest(job.task)
+    dim = latest.dim if latest is not None else None
+    gallery = await read_gallery(store, job.model_version or (latest.model_version if latest else None), dim=dim)
+    t_read = time.perf_counter() - t0
+    factory = choose_factory(len(gallery.ids), gallery.xb.shape[1], opts)
+    index, point, faiss_seconds = await asyncio.to_thread(build_tuned, gallery, factory, opts, threads=threads)
+    version = snapshots.new_version(gallery.offset, job.id)
+    path = snapshots.data_path(job.task, version)
+    sidecar = await asyncio.to_thread(index.save, path)
+    build_seconds = time.perf_counter() - t0
+    recall = None if point is None else point.recall
+    extra = {"task": job.task, "version": version, "job_id": job.id, "reason": job.reason, "recall": recall,
+             "recall_k": RECALL_K, "recall_queries": "held-out neighbour midpoints vs exact search",
+             "build_seconds": build_seconds, "faiss_seconds": faiss_seconds, "read_seconds": t_read}
+    await asyncio.to_thread(annotate_sidecar, path, extra)
+    info = SnapshotInfo(task=job.task, version=version, path=str(path), model_version=gallery.model_version,
+                        dim=int(gallery.xb.shape[1]), count=len(gallery.ids), offset=gallery.offset,
+                        factory=index.factory, search_params=index.search_params, recall=recall,
+                        recall_k=RECALL_K, checksum=sidecar["checksum"]["value"],
+                        built_at=index.built_at or time.time(),
+                        build_seconds=build_seconds, faiss_seconds=faiss_seconds, job_id=job.id)
+    log.info("rebuilt %s (%s): %d items at offset %d as %s%s, recall@%d %s; read %.2f s, FAISS %.2f s, total %.2f s",
+             job.task, job.reason, info.count, info.offset, info.factory,
+             f" [{info.search_params}]" if info.search_params else "", RECALL_K,
+             "n/a" if recall is None else f"{recall:.4f}", t_read, faiss_seconds, build_seconds)
+    return info
+
+
+async def execute_job(job: Job, store_url: str, snapshots: SnapshotStore, opts: IndexSettings, *,
+                      threads: int | None = None) -> SnapshotInfo:
+    """`run_rebuild` on a store connection of its own (the worker process and the gateway's job thread
+    each open one; SQLite's WAL lets it read while the gateway writes)."""
+    store = await open_store(store_url, job.task)
+    try:
+        return await run_rebuild(job, store, snapshots, opts, threads=threads)
+    finally:
+        await store.close()

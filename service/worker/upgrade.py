@@ -1,0 +1,200 @@
+"""Model upgrades: re-embed the gallery from its kept images into a new index beside the old one, then cut
+over atomically. Until the cut-over, queries use the old model and the old index together; after it, the
+new model and the new index; never a mix (`IndexFollower.serving` is one pair, replaced by one assignment).
+
+Runs where the embedder is: in the gateway, as a background task (`upgrade_model`), with the inference
+backend's embed for the new version passed in. Steps:
+1. read the store's offset, then every item; embed its kept image with the new model (a cache by image
+   sha256 — embeddings are a function of the image content — so no image is embedded twice);
+2. build and tune the new index exactly like a rebuild job (`service.worker.rebuild.build_tuned`);
+3. catch it up on the writes made meanwhile (old-model records re-embedded from their images);
+4. under the caller's write lock (writes pause, searches continue): the last changes; rewrite the store's
+   records as new-model records (so a restart or a rebuild job finds one model version); cut over;
+5. snapshot the new index and announce it: other replicas hear of a new model version (`on_new_model`)
+   and adopt the snapshot once they can embed with it.
+Items without a kept image cannot be re-embedded: the upgrade refuses to start (`UpgradeError` names
+them) unless `drop_missing`, which deletes them at the cut-over (their clients must re-enroll).
+In distributed mode the write lock pauses this gateway only: pause writes on the other replicas for the
+cut-over (their writes meanwhile would be overwritten by the rewrite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.config import IndexSettings
+from service.store.records import Item
+from service.worker.changes import Embed, Reembedder, follow_log
+from service.worker.follower import IndexFollower
+from service.worker.images import ImageKeeper
+from service.worker.rebuild import RECALL_K, Gallery, build_tuned, choose_factory
+from service.worker.records import SnapshotInfo, new_job_id
+from service.worker.snapshots import SnapshotStore, annotate_sidecar
+
+log = logging.getLogger(__name__)
+
+
+class UpgradeError(RuntimeError):
+    """The gallery cannot be re-embedded (images not kept) or the upgrade is already running."""
+
+
+class CachedEmbed:
+    """An `Embed` that remembers vectors by image sha256 (one model version per instance)."""
+
+    def __init__(self, embed: Embed):
+        self._embed = embed
+        self.cache: dict[bytes, np.ndarray] = {}
+        self.embedded = 0
+
+    async def __call__(self, images: list[bytes], model_version: str) -> np.ndarray:
+        keys = [hashlib.sha256(data).digest() for data in images]
+        todo: dict[bytes, bytes] = {}
+        for key, data in zip(keys, images, strict=True):
+            if key not in self.cache:
+                todo.setdefault(key, data)
+        if todo:
+            xb = np.asarray(await self._embed(list(todo.values()), model_version), dtype=np.float32)
+            self.cache.update(zip(todo, xb, strict=True))
+            self.embedded += len(todo)
+        return np.stack([self.cache[key] for key in keys])
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeReport:
+    """What an upgrade did: items now served by `model_version`, images embedded, items dropped."""
+
+    model_version: str
+    count: int
+    embedded: int
+    dropped: list[str]
+    offset: int
+    seconds: float
+
+
+async def reembed_gallery(follower: IndexFollower, reembed: Reembedder, *, batch: int = 64,
+                          drop_missing: bool = False) -> tuple[Gallery, list[str]]:
+    """Every stored item as a vector of the new model, read at (at least) the returned offset."""
+    store = follower.store
+    offset = await store.last_offset()
+    ids: list[str] = []
+    metadata: list[dict[str, Any]] = []
+    vectors: list[np.ndarray] = []
+    missing: list[str] = []
+    page: list[Item] = []
+
+    async def flush() -> None:
+        for item, new in zip(page, await reembed.convert(page), strict=True):
+            if new is None:
+                missing.append(item.id)
+            else:
+                ids.append(new.id)
+                metadata.append(new.metadata)
+                vectors.append(new.vector)
+        page.clear()
+        follower.upgrade = (follower.upgrade or {}) | {"embedded": len(ids), "missing": len(missing)}
+
+    async for item in store.iter_items(1000):
+        page.append(item)
+        if len(page) == batch:
+            await flush()
+    await flush()
+    if missing and not drop_missing:
+        raise UpgradeError(f"{len(missing)} item(s) have no kept source image (e.g. {missing[:5]}): re-enroll them, "
+                           "or upgrade with drop_missing=True to remove them from the gallery")
+    xb = np.stack(vectors) if vectors else np.zeros((0, follower.index.dim), np.float32)
+    return Gallery(ids, xb, metadata, reembed.model_version, offset), missing
+
+
+async def rewrite_store(follower: IndexFollower, reembed: Reembedder, dropped: list[str], *,
+                        batch: int = 500) -> list[tuple[int, int]]:
+    """Rewrite every stored record as a record of the new model (vectors from the cache) and delete the
+    dropped ones; returns the offset ranges these writes took, which the new index skips (it has them)."""
+    store = follower.store
+    pending: list[Item] = [item async for item in store.iter_items(1000) if item.model_version != reembed.model_version]
+    ranges: list[tuple[int, int]] = []
+    gone = set(dropped)
+    for start in range(0, len(pending), batch):
+        page = [item for item in pending[start : start + batch] if item.id not in gone]
+        converted = [item for item in await reembed.convert(page) if item is not None]
+        if converted:
+            last = await store.upsert(converted)
+            ranges.append((last - len(converted) + 1, last))
+    for item_id in gone:
+        await store.delete(item_id)  # a real change: the new index applies it
+    return ranges
+
+
+def in_ranges(ranges: list[tuple[int, int]]) -> Any:
+    """A predicate: is an offset inside one of the sorted, disjoint ranges?"""
+    starts = [a for a, _ in ranges]
+
+    def inside(offset: int) -> bool:
+        i = bisect.bisect_right(starts, offset) - 1
+        return i >= 0 and ranges[i][0] <= offset <= ranges[i][1]
+
+    return inside
+
+
+async def upgrade_model(follower: IndexFollower, model_version: str, embed: Embed, images: ImageKeeper,
+                        snapshots: SnapshotStore, opts: IndexSettings, *, write_lock: asyncio.Lock | None = None,
+                        drop_missing: bool = False) -> UpgradeReport:
+    """Re-embed `follower`'s gallery with `model_version` and cut over (see the module docstring)."""
+    if follower.upgrade is not None and follower.upgrade.get("state") == "running":
+        raise UpgradeError(f"{follower.task}: an upgrade to {follower.upgrade.get('model_version')} is running")
+    if model_version == follower.model_version:
+        raise UpgradeError(f"{follower.task} already serves {model_version}")
+    t0 = time.perf_counter()
+    follower.upgrade = {"state": "running", "model_version": model_version, "from": follower.model_version,
+                        "started_at": time.time(), "embedded": 0, "missing": 0, "error": ""}
+    cached = CachedEmbed(embed)
+    reembed = Reembedder(images, cached, model_version)
+    try:
+        async with follower.swap_lock:  # no snapshot of the old model is adopted meanwhile
+            gallery, missing = await reembed_gallery(follower, reembed, drop_missing=drop_missing)
+            factory = choose_factory(len(gallery.ids), gallery.xb.shape[1], opts)
+            index, point, _ = await asyncio.to_thread(build_tuned, gallery, factory, opts, threads=1)
+            await follow_log(index, follower.store, reembed=reembed)  # writes made while it was built
+            async with write_lock or asyncio.Lock():
+                await follow_log(index, follower.store, reembed=reembed)
+                ranges = await rewrite_store(follower, reembed, missing)
+                await follower.cut_over(index, reembed=reembed, skip=in_ranges(ranges))
+        cached.cache.clear()  # served now; later old-model records are few
+        info = await save_upgrade_snapshot(follower, index, snapshots, point.recall if point else None,
+                                           time.perf_counter() - t0)
+        follower.snapshot = info
+        await follower.queue.announce(info)
+    except BaseException as exc:
+        follower.upgrade = follower.upgrade | {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        raise
+    report = UpgradeReport(model_version, len(index), cached.embedded, missing, index.offset,
+                           time.perf_counter() - t0)
+    follower.upgrade = follower.upgrade | {"state": "done", "finished_at": time.time(), "seconds": report.seconds,
+                                           "embedded": cached.embedded, "dropped": len(missing)}
+    log.info("%s: upgraded to %s: %d items, %d images embedded, %d dropped, %.1f s", follower.task, model_version,
+             report.count, report.embedded, len(missing), report.seconds)
+    return report
+
+
+async def save_upgrade_snapshot(follower: IndexFollower, index: Any, snapshots: SnapshotStore,
+                                recall: float | None, seconds: float) -> SnapshotInfo:
+    """Snapshot the new model's index as a version of its own, like a rebuild job would."""
+    job_id = f"upgrade-{new_job_id()}"
+    version = snapshots.new_version(index.offset, job_id)
+    path = snapshots.data_path(follower.task, version)
+    sidecar = await asyncio.to_thread(index.save, path)
+    await asyncio.to_thread(annotate_sidecar, path, {"task": follower.task, "version": version, "job_id": job_id,
+                                                     "reason": "model-upgrade", "recall": recall, "recall_k": RECALL_K,
+                                                     "build_seconds": seconds})
+    return SnapshotInfo(task=follower.task, version=version, path=str(path), model_version=index.model_version,
+                        dim=index.dim, count=sidecar["count"], offset=sidecar["offset"], factory=index.factory,
+                        search_params=index.search_params, recall=recall, recall_k=RECALL_K,
+                        checksum=sidecar["checksum"]["value"], built_at=index.built_at or time.time(),
+                        build_seconds=seconds, faiss_seconds=0.0, job_id=job_id)
