@@ -19,6 +19,7 @@ from starlette.types import Scope
 from service.api.errors import install_error_handlers
 from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware, TimeoutMiddleware
 from service.api.routes import ROUTERS
+from service.api.routes import ui as ui_routes
 from service.api.runtime import start_runtime, stop_runtime
 from service.api.schemas import BODY_MODELS, Problem
 from service.config import Settings
@@ -44,6 +45,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await stop_runtime(runtime)
 
 
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>` (`ufo keys create`)"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "the key, as a header"},
+}
+
+
 def route_labels(app: FastAPI, scope: Scope) -> tuple[str, str]:
     """(route template, task) for metrics; an unknown task is reported as '' to bound the label set."""
     route = scope.get("route")
@@ -65,6 +72,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         spec = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(spec.pop("$defs", {}))
         components[model.__name__] = spec
+    schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+    for path, operations in schema["paths"].items():
+        if path.startswith("/v1/"):  # every /v1 operation needs a key with some scope, when keys are enforced
+            for operation in operations.values():
+                operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
     app.openapi_schema = schema
     return schema
 
@@ -79,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(ui_routes.router)  # the visual search page at /ui
 
     def observe(scope: Scope, status: int, seconds: float) -> None:
         metrics.observe_request(*route_labels(app, scope), status, seconds)

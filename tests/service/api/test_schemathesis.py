@@ -8,6 +8,7 @@ mode, derandomized, so the run is reproducible and takes well under a minute her
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,10 +52,8 @@ def run_operation(operation, base_url: str, mode, pinned: dict, seen: Counter, s
             failures.append(f"{response.status_code} {operation.label}: {response.text[:300]}\n"
                             f"{case.as_curl_command()}")
 
-    try:
+    with contextlib.suppress(Unsatisfiable):  # e.g. no negative variant of an operation without inputs
         check()
-    except Unsatisfiable:  # e.g. no negative variant of an operation without inputs
-        pass
 
 
 def test_no_server_errors_in_generated_requests(fuzz_server: LiveServer) -> None:
