@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from service.config import IndexSettings
@@ -40,6 +41,7 @@ from service.worker.canary import RecallCanary
 from service.worker.changes import ApplyStats, Reembedder, follow_log
 from service.worker.queue import JobQueue, Subscription
 from service.worker.records import JobStatus, SnapshotInfo
+from service.worker.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,12 @@ class Serving:
 
     model_version: str
     index: VectorIndex
+
+
+def snapshot_path(info: SnapshotInfo, snapshots: SnapshotStore | None) -> Path:
+    """Where `info`'s data file is on this host: under our own mount of the shared snapshot folder when we
+    know it (pods may mount it at different paths), else the writer's path."""
+    return snapshots.data_path(info.task, info.version) if snapshots is not None else Path(info.path)
 
 
 def rebuild_reason(index: VectorIndex, opts: IndexSettings, last_build_at: float | None, now: float) -> str | None:
@@ -64,16 +72,19 @@ def rebuild_reason(index: VectorIndex, opts: IndexSettings, last_build_at: float
     return None
 
 
-def usable_snapshot(info: SnapshotInfo | None, model_version: str, dim: int) -> bool:
-    return info is not None and info.model_version == model_version and info.dim == dim
+def usable_snapshot(info: SnapshotInfo | None, model_version: str, dim: int, store_offset: int) -> bool:
+    """A snapshot of this model and dimension that the store has not been replaced under (its offset is
+    not ahead of the store's log)."""
+    return (info is not None and info.model_version == model_version and info.dim == dim
+            and info.offset <= store_offset)
 
 
 class IndexFollower:
     """One task's live index kept in step with the store and the announced snapshots (module docstring)."""
 
     def __init__(self, task: str, index: VectorIndex, store: GalleryStore, queue: JobQueue, opts: IndexSettings, *,
-                 snapshot: SnapshotInfo | None = None, reembed: Reembedder | None = None,
-                 on_swap: Callable[[VectorIndex], None] | None = None,
+                 snapshot: SnapshotInfo | None = None, snapshots: SnapshotStore | None = None,
+                 reembed: Reembedder | None = None, on_swap: Callable[[VectorIndex], None] | None = None,
                  on_new_model: Callable[[SnapshotInfo], Any] | None = None,
                  on_recall: Callable[[str, int, float], None] | None = None):
         self.task = task
@@ -81,6 +92,7 @@ class IndexFollower:
         self.queue = queue
         self.opts = opts
         self.snapshot = snapshot  # the snapshot the live main came from (None: built here)
+        self.snapshots = snapshots  # this host's mount of the shared snapshot folder (None: trust info.path)
         self.reembed = reembed  # re-embeds records of another model version written during an upgrade
         self.on_swap = on_swap  # called with the new index after a model cut-over (re-point the searcher)
         self.on_new_model = on_new_model  # called once per snapshot of another model version
@@ -107,10 +119,11 @@ class IndexFollower:
         without one, from an exact index built from the store here (and a rebuild requested when the
         gallery is large enough for an approximate index)."""
         latest = await queue.latest_snapshot(task)
-        if usable_snapshot(latest, model_version, dim):
+        if usable_snapshot(latest, model_version, dim, await store.last_offset()):
             assert latest is not None
+            path = snapshot_path(latest, options.get("snapshots"))
             try:
-                index = await asyncio.to_thread(VectorIndex.load, latest.path, model_version=model_version)
+                index = await asyncio.to_thread(VectorIndex.load, path, model_version=model_version)
                 await follow_log(index, store, reembed=options.get("reembed"))
                 return cls(task, index, store, queue, opts, snapshot=latest, **options)
             except (SnapshotError, ChangeLogTrimmed, OSError) as exc:
@@ -136,6 +149,11 @@ class IndexFollower:
     @property
     def model_version(self) -> str:
         return self._serving.model_version
+
+    @property
+    def upgrading(self) -> bool:
+        """True while a model upgrade runs (no rebuild triggers, no other model's snapshot announced)."""
+        return self.upgrade is not None and self.upgrade.get("state") == "running"
 
     def observe_query(self, xq: Any) -> None:
         """Offer searched query vectors to the recall canary (cheap; call it on the search path)."""
@@ -177,7 +195,7 @@ class IndexFollower:
 
     async def check_triggers(self) -> str | None:
         """Request a rebuild when a trigger fires (not again within `min_rebuild_gap_s`); returns the reason."""
-        if time.monotonic() - self._requested_at < self.opts.min_rebuild_gap_s or self.upgrade:
+        if time.monotonic() - self._requested_at < self.opts.min_rebuild_gap_s or self.upgrading:
             return None
         last = self.snapshot.built_at if self.snapshot is not None else self.index.built_at
         reason = rebuild_reason(self.index, self.opts, last, time.time())
@@ -201,7 +219,8 @@ class IndexFollower:
             live = self.index
             live.begin_rebuild()  # journal live writes from now: none can slip between load and swap
             try:
-                fresh = await asyncio.to_thread(VectorIndex.load, info.path, model_version=live.model_version)
+                path = snapshot_path(info, self.snapshots)
+                fresh = await asyncio.to_thread(VectorIndex.load, path, model_version=live.model_version)
                 await follow_log(fresh, self.store, reembed=self.reembed)  # the bulk, while live serves
                 async with self._sync_lock:  # the last few changes, then the one-assignment swap
                     await follow_log(fresh, self.store, reembed=self.reembed)
@@ -246,12 +265,12 @@ class IndexFollower:
         latest = announced or await self.queue.latest_snapshot(self.task)
         if latest is not None and latest.model_version != self.model_version:
             await self._tell_new_model(latest)
-        elif latest is not None and self.wants(latest):
-            await self.adopt(latest)
+        elif latest is not None and self.wants(latest) and not self.swap_lock.locked():
+            await self.adopt(latest)  # (not while an upgrade holds the lock: the log must keep flowing)
         await self.check_triggers()
 
     async def _tell_new_model(self, info: SnapshotInfo) -> None:
-        if self.on_new_model is None or info.version in self._notified or self.upgrade:
+        if self.on_new_model is None or info.version in self._notified or self.upgrading:
             return
         self._notified.add(info.version)
         result = self.on_new_model(info)

@@ -147,7 +147,7 @@ async def upgrade_model(follower: IndexFollower, model_version: str, embed: Embe
                         snapshots: SnapshotStore, opts: IndexSettings, *, write_lock: asyncio.Lock | None = None,
                         drop_missing: bool = False) -> UpgradeReport:
     """Re-embed `follower`'s gallery with `model_version` and cut over (see the module docstring)."""
-    if follower.upgrade is not None and follower.upgrade.get("state") == "running":
+    if follower.upgrading:
         raise UpgradeError(f"{follower.task}: an upgrade to {follower.upgrade.get('model_version')} is running")
     if model_version == follower.model_version:
         raise UpgradeError(f"{follower.task} already serves {model_version}")

@@ -61,8 +61,10 @@ def test_rebuild_triggers() -> None:
 async def test_in_process_mode_follows_rebuilds_and_respects_tombstones(
         sqlite_store: SQLiteStore, tmp_path: Path, index_settings: IndexSettings) -> None:
     await sqlite_store.upsert(batch(0, 1500, seed=1))
-    queue = LocalJobQueue(f"sqlite:///{tmp_path}/store", SnapshotStore(tmp_path / "snapshots"), index_settings)
-    follower = await IndexFollower.open("face", sqlite_store, queue, index_settings, model_version=V, dim=D)
+    snapshots = SnapshotStore(tmp_path / "snapshots")
+    queue = LocalJobQueue(f"sqlite:///{tmp_path}/store", snapshots, index_settings)
+    follower = await IndexFollower.open("face", sqlite_store, queue, index_settings, model_version=V, dim=D,
+                                        snapshots=snapshots)
     assert follower.index.factory == "Flat" and len(follower.index) == 1500  # exact until the job is done
     live = follower.index
     await follower.start()
