@@ -22,6 +22,7 @@ from service.api.routes import ROUTERS
 from service.api.routes import ui as ui_routes
 from service.api.runtime import start_runtime, stop_runtime
 from service.api.schemas import BODY_MODELS, Problem
+from service.api.seed import enroll_configured
 from service.config import Settings
 from service.metrics import GatewayMetrics
 
@@ -36,6 +37,11 @@ forms (images as files) with the same field names. Errors are `application/probl
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start the runtime before the first request; stop it (snapshotting indexes) after the last."""
     runtime = await start_runtime(app.state.settings, app.state.metrics)
+    try:
+        await enroll_configured(runtime)
+    except BaseException:
+        await stop_runtime(runtime)
+        raise
     app.state.runtime = runtime
     log.info("serving %s on the %s backend", ", ".join(sorted(runtime.tasks)), app.state.settings.backend)
     try:

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     worker: WorkerSettings = WorkerSettings()
     log_level: str = "INFO"
+    # task → folder of <label>/<image> files upserted into the gallery at start (the demo gallery, say)
+    enroll: dict[str, Path] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(

@@ -28,6 +28,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inference backend (default embedded; env UFO_BACKEND)")
     parser.add_argument("--data-dir", default=None, help="index snapshots and kept images (env UFO_DATA_DIR)")
     parser.add_argument("--store-url", default=None, help="sqlite:///<dir> or redis://host:port/db (env UFO_STORE_URL)")
+    parser.add_argument("--enroll", action="append", default=[], metavar="TASK=DIR",
+                        help="enroll DIR/<label>/<image> files into TASK's gallery at start (repeatable)")
     parser.add_argument("--no-access-log", action="store_true", help="do not log each request")
 
 
@@ -36,8 +38,19 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     from service.config import Settings
 
     flags = {"host": args.host, "port": args.port, "repository": args.repository, "backend": args.backend,
-             "data_dir": args.data_dir, "store_url": args.store_url}
+             "data_dir": args.data_dir, "store_url": args.store_url, "enroll": parse_enroll(args.enroll) or None}
     return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def parse_enroll(values: list[str]) -> dict[str, str]:
+    """['face=data/demo/face/test'] → {'face': 'data/demo/face/test'}."""
+    pairs = {}
+    for value in values:
+        task, sep, folder = value.partition("=")
+        if not sep or not task or not folder:
+            raise ValueError(f"--enroll takes TASK=DIR, got {value!r}")
+        pairs[task] = folder
+    return pairs
 
 
 def serve(settings: Settings, *, access_log: bool = True) -> None:

@@ -13,7 +13,7 @@ from service.api.routes.responses import COMMON, INFERENCE, problems
 from service.api.schemas import EnrollBatch, EnrollItem, EnrollResponse, ItemOut
 
 router = APIRouter(prefix="/v1/tasks/{task}/items", tags=["gallery"])
-ItemId = Annotated[str, Path(description="the item's id", examples=["s29_0001"])]
+ItemId = Annotated[str, Path(description="the item's id (may hold '/')", examples=["s29/s29_0001.pgm"])]
 
 
 @router.post("", response_model=EnrollResponse, dependencies=[WriteScope], responses=problems(*INFERENCE, 409),
@@ -25,7 +25,7 @@ async def enroll_items(runtime: RuntimeDep, task: TaskDep, items: EnrollBody) ->
     return EnrollResponse(ids=ids, count=len(ids), model_version=task.model_version)
 
 
-@router.get("/{item_id}", response_model=ItemOut, dependencies=[ReadScope], responses=problems(*COMMON))
+@router.get("/{item_id:path}", response_model=ItemOut, dependencies=[ReadScope], responses=problems(*COMMON))
 async def get_item(
     task: TaskDep, item_id: ItemId,
     include_embedding: Annotated[bool, Query(description="also return the stored embedding")] = False,
@@ -39,7 +39,7 @@ async def get_item(
     )
 
 
-@router.delete("/{item_id}", status_code=204, dependencies=[WriteScope], responses=problems(*COMMON))
+@router.delete("/{item_id:path}", status_code=204, dependencies=[WriteScope], responses=problems(*COMMON))
 async def delete_item(task: TaskDep, item_id: ItemId) -> Response:
     """Delete the item; it is gone from search results when this returns."""
     await gallery.delete(task, item_id)
