@@ -61,6 +61,9 @@ def serve(settings: Settings, *, access_log: bool = True) -> None:
     from service.app import create_app
 
     read_records(settings.api_keys, settings.api_keys_file)  # a bad record fails here, before any model loads
+    if not settings.repository.is_dir():
+        raise ValueError(f"model repository {settings.repository} is not a folder: pass --repository (e.g. "
+                         "demo/models) or set UFO_REPOSITORY, or create one with `ufo export`")
     logging.getLogger().setLevel(settings.log_level.upper())
     log.info("ufo serve on http://%s:%d (%s backend, repository %s)", settings.host, settings.port,
              settings.backend, settings.repository)

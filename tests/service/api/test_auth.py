@@ -133,3 +133,8 @@ async def test_bad_key_record_stops_startup_with_a_reason(api_repo: Path, tmp_pa
     with pytest.raises(KeyRecordError, match="hex"):
         async with running_app(app_settings(api_repo, tmp_path, api_keys=["x:read:zz:00"])):
             pass
+
+
+def test_missing_repository_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli("serve", "--repository", str(tmp_path / "nowhere"), "--port", "1")
+    assert result.returncode == 2 and "is not a folder" in result.stderr and "Traceback" not in result.stderr
