@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages the project uses: Fashion-MNIST (demo products), redis-server (distributed store tests) and
-# docker-compose (1.29.2: `docker-compose config` validates docker-compose.yml without a Docker engine).
+# Debian packages the project uses: Fashion-MNIST (demo products), redis-server (distributed store tests),
+# docker-compose (1.29.2: `docker-compose config` validates docker-compose.yml without a Docker engine) and
+# chromium with one font (the visual search page's browser tests drive it headless through Playwright).
 # Installs only what is missing; needs root (or sudo) the first time.
 set -euo pipefail
 want=()
@@ -8,6 +9,8 @@ want=()
 command -v redis-server >/dev/null 2>&1 || want+=(redis-server)
 lean=()  # installed without their Recommends (docker-compose would pull in a whole Docker engine)
 command -v docker-compose >/dev/null 2>&1 || lean+=(docker-compose)
+[ -x /usr/bin/chromium ] || lean+=(chromium)  # headless only: no desktop integration, no GL drivers
+[ -d /usr/share/fonts/truetype/dejavu ] || lean+=(fonts-dejavu-core)
 [ ${#want[@]} -eq 0 ] && [ ${#lean[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 echo "[system_deps] installing ${want[*]} ${lean[*]}" >&2
