@@ -27,6 +27,7 @@ import numpy as np
 from service.config import IndexSettings
 from service.index import OperatingPoint, VectorIndex, exact_knn, resolve_factory, tune_search_params
 from service.index.errors import ModelVersionError
+from service.index.vectors import normalize_rows
 from service.store import open_store
 from service.store.base import GalleryStore
 from service.worker.records import Job, SnapshotInfo
@@ -73,8 +74,8 @@ def choose_factory(n: int, dim: int, opts: IndexSettings) -> str:
 
 async def read_gallery(store: GalleryStore, model_version: str | None, *, dim: int | None = None,
                        batch: int = 10_000) -> Gallery:
-    """Every item with the offset read first. All items must share one model version (`model_version`
-    when given): vectors of two models are never mixed in one index."""
+    """Every item (vectors L2-normalised) with the offset read first. All items must share one model version
+    (`model_version` when given): vectors of two models are never mixed in one index."""
     offset = await store.last_offset()
     ids: list[str] = []
     metadata: list[dict[str, Any]] = []
@@ -94,8 +95,8 @@ async def read_gallery(store: GalleryStore, model_version: str | None, *, dim: i
             pending = []
     if pending:
         chunks.append(np.stack(pending))
-    if chunks:
-        xb = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+    if chunks:  # normalised once here (in place): the build and the tuning's exact search share it
+        xb = normalize_rows(np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32))
     elif dim is not None:
         xb = np.zeros((0, dim), np.float32)
     else:
@@ -107,24 +108,24 @@ async def read_gallery(store: GalleryStore, model_version: str | None, *, dim: i
 
 def held_out_queries(main: faiss.Index, xb: np.ndarray, n: int, seed: int = 7) -> np.ndarray:
     """Queries near the gallery but not in it, like a new image of an enrolled identity: the normalised
-    midpoint of a sampled item and its nearest other item (found with the index itself, cheaply)."""
-    xb_n = xb / np.linalg.norm(xb, axis=1, keepdims=True)
+    midpoint of a sampled item and its nearest other item (found with the index itself, cheaply).
+    xb: the normalised vectors, row = label."""
     rows = np.random.default_rng(seed).choice(len(xb), size=min(n, len(xb)), replace=False)
-    _, nn = main.search(np.ascontiguousarray(xb_n[rows]), 2)
+    _, nn = main.search(np.ascontiguousarray(xb[rows]), 2)
     other = np.where(nn[:, 0] == rows, nn[:, 1], nn[:, 0])
     other = np.where(other < 0, rows, other)
-    xq = xb_n[rows] + xb_n[other]
+    xq = xb[rows] + xb[other]
     return np.ascontiguousarray(xq / np.linalg.norm(xq, axis=1, keepdims=True), dtype=np.float32)
 
 
 def tune(index: VectorIndex, xb: np.ndarray, opts: IndexSettings) -> OperatingPoint | None:
-    """Tune `index`'s main to `recall_target` recall@10 on held-out queries vs exact search; None when
-    the index has no main or is too small to hold k neighbours."""
+    """Tune `index`'s main to `recall_target` recall@10 on held-out queries vs exact search over `xb` (the
+    normalised build vectors); None when the index has no main or is too small to hold k neighbours."""
     main = index.main
     if main is None or len(xb) <= RECALL_K:
         return None
     xq = held_out_queries(main, xb, opts.tune_queries)
-    _, gt = exact_knn(xq, xb / np.linalg.norm(xb, axis=1, keepdims=True), RECALL_K)
+    _, gt = exact_knn(xq, xb, RECALL_K)
     point = tune_search_params(main, xq, gt, k=RECALL_K, target_recall=opts.recall_target)
     index.set_search_params(point.params)
     return point

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from service.config import IndexSettings
+from service.index.vectors import normalize_rows
 from service.store.records import Item
 from service.worker.changes import Embed, Reembedder, follow_log
 from service.worker.follower import IndexFollower
@@ -80,7 +81,7 @@ class UpgradeReport:
 
 
 async def reembed_gallery(follower: IndexFollower, reembed: Reembedder, *, batch: int = 64,
-                          drop_missing: bool = False) -> tuple[Gallery, list[str]]:
+                          drop_missing: bool = False, dim: int | None = None) -> tuple[Gallery, list[str]]:
     """Every stored item as a vector of the new model, read at (at least) the returned offset."""
     store = follower.store
     offset = await store.last_offset()
@@ -109,7 +110,9 @@ async def reembed_gallery(follower: IndexFollower, reembed: Reembedder, *, batch
     if missing and not drop_missing:
         raise UpgradeError(f"{len(missing)} item(s) have no kept source image (e.g. {missing[:5]}): re-enroll them, "
                            "or upgrade with drop_missing=True to remove them from the gallery")
-    xb = np.stack(vectors) if vectors else np.zeros((0, follower.index.dim), np.float32)
+    if not vectors and dim is None:
+        raise UpgradeError("the gallery is empty: pass the new model's dim (or just serve a new empty index)")
+    xb = normalize_rows(np.stack(vectors).astype(np.float32)) if vectors else np.zeros((0, dim), np.float32)
     return Gallery(ids, xb, metadata, reembed.model_version, offset), missing
 
 
@@ -145,8 +148,10 @@ def in_ranges(ranges: list[tuple[int, int]]) -> Any:
 
 async def upgrade_model(follower: IndexFollower, model_version: str, embed: Embed, images: ImageKeeper,
                         snapshots: SnapshotStore, opts: IndexSettings, *, write_lock: asyncio.Lock | None = None,
-                        drop_missing: bool = False) -> UpgradeReport:
-    """Re-embed `follower`'s gallery with `model_version` and cut over (see the module docstring)."""
+                        drop_missing: bool = False, dim: int | None = None) -> UpgradeReport:
+    """Re-embed `follower`'s gallery with `model_version` and cut over (see the module docstring).
+    `write_lock`: the lock the app's write path holds around store writes (pauses them for the cut-over);
+    `dim`: the new model's dimension, needed only when the gallery is empty."""
     if follower.upgrading:
         raise UpgradeError(f"{follower.task}: an upgrade to {follower.upgrade.get('model_version')} is running")
     if model_version == follower.model_version:
@@ -158,7 +163,7 @@ async def upgrade_model(follower: IndexFollower, model_version: str, embed: Embe
     reembed = Reembedder(images, cached, model_version)
     try:
         async with follower.swap_lock:  # no snapshot of the old model is adopted meanwhile
-            gallery, missing = await reembed_gallery(follower, reembed, drop_missing=drop_missing)
+            gallery, missing = await reembed_gallery(follower, reembed, drop_missing=drop_missing, dim=dim)
             factory = choose_factory(len(gallery.ids), gallery.xb.shape[1], opts)
             index, point, _ = await asyncio.to_thread(build_tuned, gallery, factory, opts, threads=1)
             await follow_log(index, follower.store, reembed=reembed)  # writes made while it was built
