@@ -83,6 +83,11 @@ def test_tasks_health_and_readiness(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True, ready.text
+    assert "swagger" in client.get("/docs").text.lower()
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/tasks/{task}/search"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    assert spec["components"]["schemas"]["SearchRequest"]["examples"][0]["k"] == 5
 
 
 def test_embed_json_and_multipart_agree_with_the_model(client: httpx.Client, api_repo: Path,
