@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,17 @@ def report_task(run_dir: Path, task: str, data_root: str | Path, repeats: int = 
     return result
 
 
+def copy_search_plots(run_dir: Path, tasks: tuple[str, ...], img_dir: Path) -> list[Path]:
+    """The searches' Pareto plots beside the report (the run folder itself is not published)."""
+    copied = []
+    for task in tasks:
+        plot = run_dir / "search" / task / "pareto.png"
+        if plot.exists():
+            copied.append(img_dir / f"pareto_{task}.png")
+            shutil.copyfile(plot, copied[-1])
+    return copied
+
+
 def build_report(run_dir: str | Path, data_root: str | Path, out_dir: str | Path = "docs",
                  tasks: tuple[str, ...] | None = None, repeats: int = 3) -> dict[str, Any]:
     from ufo.report.render import render_charts, render_markdown
@@ -118,7 +130,7 @@ def build_report(run_dir: str | Path, data_root: str | Path, out_dir: str | Path
     report["report_seconds"] = round(time.perf_counter() - started, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(report, indent=2))
-    charts = render_charts(report, out_dir / "img")
+    charts = render_charts(report, out_dir / "img") + copy_search_plots(run_dir, tasks, out_dir / "img")
     (out_dir / "results.md").write_text(render_markdown(report, charts, out_dir))
     log.info("report -> %s", out_dir / "results.md")
     return report
