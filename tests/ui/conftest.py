@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 
 from service.api.auth import create_key
-from tests.service.api.conftest import DEMO_MODELS, MODELS, ROOT, LiveServer, export_random_vit, start_server
+from tests.service.api.conftest import DEMO_MODELS, MODELS, LiveServer, export_random_vit, start_server
 
 CHROMIUM = Path(os.environ.get("UFO_TEST_CHROMIUM", "/usr/bin/chromium"))
 # As root the sandbox cannot start; the background-network switches keep Chromium off the (closed) network.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TRAINED_REPOSITORY = Path(os.environ.get("UFO_TEST_DEMO_MODELS", DEMO_MODELS))
-SCREENSHOTS = ROOT / "docs" / "img"
 VIEWPORT = {"width": 1280, "height": 900}
 
 
@@ -84,11 +83,10 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def screenshot_dir(ui_models: Models, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """docs/img with the trained models (the README shows these); a temporary folder with random weights."""
+    """A temporary folder, so a test run never dirties the tree; UFO_UI_SCREENSHOTS=docs/img (with the trained
+    demo models) refreshes the screenshots the README shows."""
     chosen = os.environ.get("UFO_UI_SCREENSHOTS")
-    if chosen:
-        return Path(chosen)
-    return SCREENSHOTS if ui_models.trained else tmp_path_factory.mktemp("ui-screenshots")
+    return Path(chosen) if chosen else tmp_path_factory.mktemp("ui-screenshots")
 
 
 def open_context(browser: object, server: LiveServer) -> object:
