@@ -39,6 +39,7 @@ from service.index.errors import ModelVersionError
 from service.store.base import ChangeLogTrimmed, GalleryStore
 from service.worker.canary import RecallCanary
 from service.worker.changes import ApplyStats, Reembedder, follow_log
+from service.worker.gil import responsive_gil
 from service.worker.queue import JobQueue, Subscription
 from service.worker.records import JobStatus, SnapshotInfo
 from service.worker.snapshots import SnapshotStore
@@ -220,7 +221,8 @@ class IndexFollower:
             live.begin_rebuild()  # journal live writes from now: none can slip between load and swap
             try:
                 path = snapshot_path(info, self.snapshots)
-                fresh = await asyncio.to_thread(VectorIndex.load, path, model_version=live.model_version)
+                with responsive_gil():  # the load parses labels in Python beside the search path
+                    fresh = await asyncio.to_thread(VectorIndex.load, path, model_version=live.model_version)
                 await follow_log(fresh, self.store, reembed=self.reembed)  # the bulk, while live serves
                 async with self._sync_lock:  # the last few changes, then the one-assignment swap
                     await follow_log(fresh, self.store, reembed=self.reembed)

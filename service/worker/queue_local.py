@@ -20,6 +20,7 @@ import time
 from dataclasses import replace
 
 from service.config import IndexSettings
+from service.worker.gil import responsive_gil
 from service.worker.rebuild import NothingToBuild, execute_job
 from service.worker.records import Job, JobStatus, SnapshotInfo
 from service.worker.snapshots import SnapshotStore
@@ -129,7 +130,9 @@ class LocalJobQueue:
             assert isinstance(job, Job)
             self._update(job.task, state="running", started_at=time.time(), attempts=1)
             try:
-                info = asyncio.run(execute_job(job, self.store_url, self.snapshots, self.opts, threads=self.threads))
+                with responsive_gil():  # the job's Python work must not stall the gateway's searches
+                    info = asyncio.run(execute_job(job, self.store_url, self.snapshots, self.opts,
+                                                   threads=self.threads))
             except NothingToBuild as exc:
                 self._update(job.task, state="done", finished_at=time.time(), error=f"skipped: {exc}")
             except Exception as exc:  # a failed job is recorded, never kills the thread

@@ -153,9 +153,13 @@ async def run_worker(settings: Settings, *, consumer: str | None = None, max_job
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if claimed is not None:
+            if claimed is None:
+                continue
+            try:
                 await process(queue, claimed, consumer, settings, snapshots, drill_pause_s=drill_pause_s)
-                processed += 1
+            except TRANSIENT as exc:  # Redis went away between the claim and the ack: the job stays pending
+                log.warning("job %s left pending (%s); it will be claimed again", claimed.job.id, exc)
+            processed += 1
     finally:
         await queue.close()
     return processed
