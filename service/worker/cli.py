@@ -28,6 +28,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consumer", default=None, help="consumer name in the group (default: host-pid)")
     parser.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs (default: run forever)")
     parser.add_argument("--faiss-threads", type=int, default=None, help="FAISS OpenMP threads (default: all cores)")
+    parser.add_argument("--nice", type=int, default=10,
+                        help="lower the worker's CPU priority by this much (default 10: searches colocated on the "
+                        "same machine keep their latency; an idle machine still gives the build every cycle)")
     parser.add_argument("--claim-idle-s", type=float, default=None,
                         help="claim a job whose worker has been silent this long (env UFO_WORKER__CLAIM_IDLE_S)")
     parser.add_argument("--heartbeat-s", type=float, default=None, help="renew a running job's claim this often")
@@ -51,8 +54,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def cli_worker(args: argparse.Namespace) -> int:
     """Entry point of `ufo worker`."""
+    from service.worker.fairness import lower_priority
+
     settings = settings_from_args(args)
     logging.getLogger().setLevel(settings.log_level.upper())
+    lower_priority(args.nice)  # before any thread starts: FAISS's and the executor's inherit it
     if args.faiss_threads:
         import faiss
 

@@ -39,7 +39,7 @@ from service.index.errors import ModelVersionError
 from service.store.base import ChangeLogTrimmed, GalleryStore
 from service.worker.canary import RecallCanary
 from service.worker.changes import ApplyStats, Reembedder, follow_log
-from service.worker.gil import responsive_gil
+from service.worker.fairness import freeze_gc, responsive_gil
 from service.worker.queue import JobQueue, Subscription
 from service.worker.records import JobStatus, SnapshotInfo
 from service.worker.snapshots import SnapshotStore
@@ -87,7 +87,7 @@ class IndexFollower:
                  snapshot: SnapshotInfo | None = None, snapshots: SnapshotStore | None = None,
                  reembed: Reembedder | None = None, on_swap: Callable[[VectorIndex], None] | None = None,
                  on_new_model: Callable[[SnapshotInfo], Any] | None = None,
-                 on_recall: Callable[[str, int, float], None] | None = None):
+                 on_recall: Callable[[str, int, float], None] | None = None, freeze_gc: bool = True):
         self.task = task
         self.store = store
         self.queue = queue
@@ -102,6 +102,7 @@ class IndexFollower:
         self.swaps = 0
         self.last_error: str | None = None
         self.upgrade: dict[str, Any] | None = None  # progress of a model upgrade (service.worker.upgrade)
+        self.freeze_gc = freeze_gc  # gc.freeze() after start and swaps: no full-GC stalls mid-rebuild (fairness.py)
         self._serving = Serving(index.model_version, index)
         self._sync_lock = asyncio.Lock()  # log application: catch-ups and a swap's final step
         self.swap_lock = asyncio.Lock()  # one snapshot adoption or cut-over at a time
@@ -237,6 +238,7 @@ class IndexFollower:
                 raise
             self.snapshot = info
             self.swaps += 1
+        self._freeze()
         log.info("%s: swapped in snapshot %s (%d items, %s, recall@%d %s) at offset %d, %d replayed, in %.2f s",
                  self.task, info.version, len(live), info.factory, info.recall_k,
                  "n/a" if info.recall is None else f"{info.recall:.4f}", live.offset, replayed,
@@ -255,6 +257,7 @@ class IndexFollower:
             self.swaps += 1
         if self.on_swap is not None:
             self.on_swap(index)
+        self._freeze()
         log.info("%s: cut over to model %s (%d items)", self.task, index.model_version, len(index))
 
     async def poll(self, announced: SnapshotInfo | None = None) -> None:
@@ -283,10 +286,15 @@ class IndexFollower:
 
     async def start(self) -> None:
         """Start following (announcements + polling) and the recall canary."""
+        self._freeze()
         self._subscription = self.queue.subscribe(self.task)
         self._tasks.append(asyncio.create_task(self._follow(), name=f"follow-{self.task}"))
         if self.opts.canary_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._canary(), name=f"canary-{self.task}"))
+
+    def _freeze(self) -> None:
+        if self.freeze_gc:
+            freeze_gc()
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -3,7 +3,8 @@
 `LocalJobQueue` has the producer-side interface of `RedisJobQueue` (`request_rebuild`, `job_status`,
 `latest_snapshot`, `subscribe`, `close`), so the gateway's follower does not know which one it has.
 Jobs run one at a time through the same `execute_job` as `ufo worker`, on an event loop and a store
-connection of the thread's own, with one FAISS thread so searches keep a core. Dedupe per task: a
+connection of the thread's own, with one FAISS thread at a lower CPU priority (nice 10) and a short GIL
+switch interval, so the gateway's searches keep their latency (service.worker.fairness). Dedupe per task: a
 request while the task's job is queued or running joins it. The latest snapshot is `latest.json` on
 disk, so a restarted gateway finds it; job states live in memory (the last build is read back from
 `latest.json`).
@@ -20,7 +21,7 @@ import time
 from dataclasses import replace
 
 from service.config import IndexSettings
-from service.worker.gil import responsive_gil
+from service.worker.fairness import lower_priority, responsive_gil
 from service.worker.rebuild import NothingToBuild, execute_job
 from service.worker.records import Job, JobStatus, SnapshotInfo
 from service.worker.snapshots import SnapshotStore
@@ -58,11 +59,13 @@ class LocalSubscription:
 class LocalJobQueue:
     """In-process rebuild queue (see the module docstring)."""
 
-    def __init__(self, store_url: str, snapshots: SnapshotStore, opts: IndexSettings, *, threads: int = 1):
+    def __init__(self, store_url: str, snapshots: SnapshotStore, opts: IndexSettings, *, threads: int = 1,
+                 nice: int = 10):
         self.store_url = store_url
         self.snapshots = snapshots
         self.opts = opts
-        self.threads = threads
+        self.threads = threads  # FAISS threads for the build: 1, so searches keep a core
+        self.nice = nice  # the job thread's (and its helpers') niceness: searches win the CPU
         self._jobs: queue.SimpleQueue[Job | object] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._status: dict[str, JobStatus] = {}
@@ -126,6 +129,7 @@ class LocalJobQueue:
             self._thread.start()
 
     def _run(self) -> None:
+        lower_priority(self.nice)  # before the job's loop starts its executor threads: they inherit it
         while (job := self._jobs.get()) is not _STOP:
             assert isinstance(job, Job)
             self._update(job.task, state="running", started_at=time.time(), attempts=1)

@@ -75,12 +75,28 @@ def choose_factory(n: int, dim: int, opts: IndexSettings) -> str:
 async def read_gallery(store: GalleryStore, model_version: str | None, *, dim: int | None = None,
                        batch: int = 10_000) -> Gallery:
     """Every item (vectors L2-normalised) with the offset read first. All items must share one model version
-    (`model_version` when given): vectors of two models are never mixed in one index."""
+    (`model_version` when given): vectors of two models are never mixed in one index.
+    Pages are copied and normalised straight into one preallocated matrix: no whole-gallery concatenate,
+    whose copy would hold the GIL (and stall a gateway's searches) for the length of a 1 GB memcpy."""
     offset = await store.last_offset()
+    expected = await store.count()
     ids: list[str] = []
     metadata: list[dict[str, Any]] = []
-    chunks: list[np.ndarray] = []
+    xb: np.ndarray | None = None
     pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        nonlocal xb
+        if not pending:
+            return
+        if xb is None:
+            xb = np.empty((max(expected, len(pending)), pending[0].shape[0]), dtype=np.float32)
+        start = len(ids) - len(pending)
+        if start + len(pending) > len(xb):  # the gallery grew while we read it
+            xb = np.concatenate([xb, np.empty((max(len(xb) // 4, len(pending)), xb.shape[1]), np.float32)])
+        normalize_rows(np.stack(pending, out=xb[start : start + len(pending)]))
+        pending.clear()
+
     async for item in store.iter_items(batch):
         if model_version is None:
             model_version = item.model_version
@@ -90,19 +106,14 @@ async def read_gallery(store: GalleryStore, model_version: str | None, *, dim: i
         ids.append(item.id)
         metadata.append(item.metadata)
         pending.append(item.vector)
-        if len(pending) == batch:  # stack per page: one copy, no million-entry list of arrays
-            chunks.append(np.stack(pending))
-            pending = []
-    if pending:
-        chunks.append(np.stack(pending))
-    if chunks:  # normalised once here (in place): the build and the tuning's exact search share it
-        xb = normalize_rows(np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32))
-    elif dim is not None:
-        xb = np.zeros((0, dim), np.float32)
-    else:
+        if len(pending) == batch:
+            flush()
+    flush()
+    if xb is None and dim is None:
         raise NothingToBuild("the gallery is empty and its dimension is unknown: nothing to build yet")
     if model_version is None:
         raise NothingToBuild("the gallery is empty and no model version was given: nothing to build yet")
+    xb = np.zeros((0, dim), np.float32) if xb is None else xb[: len(ids)]
     return Gallery(ids, xb, metadata, model_version, offset)
 
 
