@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 PREFIX = "ufo"
@@ -31,6 +31,7 @@ class IndexSample:
     items: int
     tombstones: int
     delta: int
+    rebuilds: int = 0  # rebuilt snapshots swapped in since start
 
 
 class IndexCollector(Collector):
@@ -39,17 +40,20 @@ class IndexCollector(Collector):
     def __init__(self, source: Callable[[], Iterable[IndexSample]]) -> None:
         self.source = source
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         items = GaugeMetricFamily(f"{PREFIX}_index_items", "Live items in the task's index", labels=["task"])
         dead = GaugeMetricFamily(f"{PREFIX}_index_tombstones", "Deleted or overwritten copies still in the index",
                                  labels=["task"])
         delta = GaugeMetricFamily(f"{PREFIX}_index_delta_items", "Vectors written since the main index was built",
                                   labels=["task"])
+        rebuilds = CounterMetricFamily(f"{PREFIX}_index_rebuilds", "Rebuilt index snapshots swapped in",
+                                       labels=["task"])
         for sample in self.source():
             items.add_metric([sample.task], sample.items)
             dead.add_metric([sample.task], sample.tombstones)
             delta.add_metric([sample.task], sample.delta)
-        yield from (items, dead, delta)
+            rebuilds.add_metric([sample.task], sample.rebuilds)
+        yield from (items, dead, delta, rebuilds)
 
 
 class GatewayMetrics:
@@ -74,6 +78,8 @@ class GatewayMetrics:
                                         ["task"], buckets=LATENCY_BUCKETS, registry=r)
         self.model_info = Gauge(f"{PREFIX}_model_info", "The model serving each task (value 1)",
                                 ["task", "model_name", "version", "embedding_dim"], registry=r)
+        self.recall = Gauge(f"{PREFIX}_index_recall_at_k", "Recall canary: recall@k of sampled live queries vs "
+                            "exact search", ["task", "k"], registry=r)
         self.ready = Gauge(f"{PREFIX}_ready", "1 when the last readiness check passed", registry=r)
 
     # -- hooks handed to the inference backend (called from its worker threads) ------------------
@@ -93,6 +99,10 @@ class GatewayMetrics:
 
     def set_model(self, task: str, model_name: str, version: int, embedding_dim: int) -> None:
         self.model_info.labels(task, model_name, str(version), str(embedding_dim)).set(1)
+
+    def set_recall(self, task: str, k: int, recall: float) -> None:
+        """The recall canary's latest measurement (called from its thread)."""
+        self.recall.labels(task, str(k)).set(recall)
 
     def watch_indexes(self, source: Callable[[], Iterable[IndexSample]]) -> IndexCollector:
         """Register a collector that reads index sizes from `source` at every scrape."""

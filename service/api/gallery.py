@@ -7,7 +7,6 @@ write lock, and both are done before the response), `no_match` from the model's 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import time
@@ -19,11 +18,11 @@ import numpy as np
 from service.api.bodies import ItemInput, SearchInput
 from service.api.errors import ApiError, invalid
 from service.api.kept_images import keep_image
-from service.api.runtime import Runtime, TaskRuntime, rebuild_task_index, save_task_snapshot
+from service.api.runtime import Runtime, TaskRuntime
 from service.api.schemas import MAX_ID_LENGTH
-from service.index import RebuildReport
 from service.index.search import Hit
 from service.store import Item
+from service.worker.records import JobStatus
 
 
 def check_text(text: str, where: str) -> None:
@@ -103,8 +102,11 @@ async def enroll(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]
     records = [Item(item.id, xb[i], dict(item.metadata), task.model_version, refs[i]) for i, item in enumerate(items)]
     async with task.write_lock:
         offset = await task.store.upsert(records)
-        index.upsert([r.id for r in records], xb, [r.metadata for r in records], model_version=task.model_version,
-                     offset=offset)
+        if task.follower is not None:  # from the change log, as every replica applies it
+            await task.follower.sync_to(offset)
+        else:
+            index.upsert([r.id for r in records], xb, [r.metadata for r in records],
+                         model_version=task.model_version, offset=offset)
     return [item.id for item in items]
 
 
@@ -114,7 +116,11 @@ async def delete(task: TaskRuntime, item_id: str) -> None:
     async with task.write_lock:
         if not await task.store.delete(item_id):
             raise ApiError(404, f"task {task.task!r} has no item {item_id!r}", slug="unknown-item")
-        index.delete([item_id], offset=await task.store.last_offset())
+        offset = await task.store.last_offset()
+        if task.follower is not None:
+            await task.follower.sync_to(offset)
+        else:
+            index.delete([item_id], offset=offset)
 
 
 async def get_item(task: TaskRuntime, item_id: str) -> Item:
@@ -138,6 +144,8 @@ async def search(runtime: Runtime, task: TaskRuntime, query: SearchInput) -> tup
     result = await searcher.search(xq, query.k, filter=query.filter, min_score=query.min_score,
                                    model_version=task.model_version)
     runtime.metrics.search_seconds.labels(task.task).observe(time.perf_counter() - started)
+    if task.follower is not None:
+        task.follower.observe_query(xq)  # a sample of live queries feeds the recall canary
     hits = result.hits[0]
     threshold = task.info.verification_threshold
     no_match = not hits if threshold is None else all(hit.score < threshold for hit in hits)
@@ -155,16 +163,10 @@ async def verify(runtime: Runtime, task: TaskRuntime, image_a: bytes, image_b: b
     return score, score >= threshold, threshold
 
 
-async def rebuild(runtime: Runtime, task: TaskRuntime) -> RebuildReport:
-    """Rebuild the task's index now (admin), then snapshot it. 409 while one is running."""
-    index, _ = task.require_index()
-    if task.rebuilding:
-        raise ApiError(409, f"task {task.task!r}: a rebuild is already running", slug="rebuild-running")
-    task.rebuilding = True
-    try:
-        report = await rebuild_task_index(index, task.store, runtime.settings.index)
-        task.last_rebuild = report
-    finally:
-        task.rebuilding = False
-    await asyncio.shield(save_task_snapshot(task, runtime.settings))
-    return report
+async def rebuild(task: TaskRuntime) -> JobStatus:
+    """Queue a background rebuild of the task's index (admin); joins the queued or running one. Searches keep
+    being answered from the live index; the follower swaps the rebuilt snapshot in when it is announced."""
+    task.require_index()
+    if task.follower is None:
+        raise ApiError(503, f"task {task.task!r}: background rebuilds are not running", headers={"Retry-After": "30"})
+    return await task.follower.request_rebuild("request")

@@ -6,8 +6,12 @@ store, then caught up from the store's change log; otherwise it is rebuilt from 
 items of another model version leaves that task's index unavailable (503 with the reason, /readyz false):
 vectors of two models are never mixed in one index.
 
-`rebuild_task_index` is the one entry point for an index rebuild (in process, for now); the background
-worker replaces it without touching the routes.
+`rebuild_task_index` builds a task's first index when no snapshot fits. Later rebuilds are background jobs
+(`service.worker`): the runtime opens the job queue (`open_job_queue`: in-process thread, or Redis Streams
+when the store is Redis) and one `IndexFollower` per task over its live index and store. The follower applies
+writes from the store's change log, adopts each announced snapshot (loaded beside the live index, log
+replayed, swapped atomically in the same `VectorIndex` object the searcher reads), fires the rebuild
+triggers and runs the recall canary.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.api.auth import KeyRing, read_records
 from service.api.errors import ApiError
@@ -36,6 +41,10 @@ from service.index.sync import sync_with_store
 from service.inference import InferenceBackend, ModelInfo
 from service.metrics import GatewayMetrics, IndexSample
 from service.store import GalleryStore, open_store
+
+if TYPE_CHECKING:
+    from service.worker.follower import IndexFollower
+    from service.worker.queue import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,7 @@ class TaskRuntime:
     problem: str | None = None
     last_rebuild: RebuildReport | None = None
     rebuilding: bool = False
+    follower: IndexFollower | None = None  # keeps `index` in step with the log and the rebuilt snapshots
     # Store write + index write happen under this lock, so both see the same order of writes to an id.
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -82,6 +92,7 @@ class Runtime:
     keys: KeyRing
     executor: ThreadPoolExecutor
     tasks: dict[str, TaskRuntime] = field(default_factory=dict)
+    queue: JobQueue | None = None  # the rebuild job queue (None until opened)
 
     def task(self, name: str) -> TaskRuntime:
         """The served task, or 404 naming the served ones."""
@@ -93,7 +104,8 @@ class Runtime:
 
     def index_samples(self) -> list[IndexSample]:
         """Index sizes for the metrics collector."""
-        return [IndexSample(t.task, len(t.index), t.index.tombstones, t.index.delta_size)
+        return [IndexSample(t.task, len(t.index), t.index.tombstones, t.index.delta_size,
+                            t.follower.swaps if t.follower is not None else 0)
                 for t in list(self.tasks.values()) if t.index is not None]
 
 
@@ -173,6 +185,18 @@ async def open_task_index(task: TaskRuntime, settings: Settings) -> None:
     log.info("task %s: index ready with %d items (%s)", task.task, len(index), index.factory)
 
 
+async def start_follower(runtime: Runtime, task: TaskRuntime) -> None:
+    """Follow `task`'s live index: change-log writes, announced snapshots, triggers, the recall canary."""
+    from service.worker.follower import IndexFollower
+    from service.worker.queue import snapshot_store
+
+    if task.index is None or runtime.queue is None:
+        return
+    task.follower = IndexFollower(task.task, task.index, task.store, runtime.queue, runtime.settings.index,
+                                  snapshots=snapshot_store(runtime.settings), on_recall=runtime.metrics.set_recall)
+    await task.follower.start()
+
+
 async def save_task_snapshot(task: TaskRuntime, settings: Settings) -> None:
     """Snapshot the task's index into data_dir (atomic; a failure is logged, never fatal)."""
     if task.index is None:
@@ -192,11 +216,15 @@ async def start_runtime(settings: Settings, metrics: GatewayMetrics) -> Runtime:
     executor = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) + 2), thread_name_prefix="decode")
     runtime = Runtime(settings, backend, metrics, keys, executor)
     try:
+        from service.worker.queue import open_job_queue
+
+        runtime.queue = await open_job_queue(settings)
         for name, info in sorted(backend.models().items()):
             started = time.perf_counter()
             task = TaskRuntime(name, info, await open_store(settings.store_url, name))
             runtime.tasks[name] = task
             await open_task_index(task, settings)
+            await start_follower(runtime, task)
             metrics.set_model(name, info.model_name, info.version, info.embedding_dim)
             log.info("task %s ready in %.2f s", name, time.perf_counter() - started)
     except BaseException:
@@ -207,7 +235,12 @@ async def start_runtime(settings: Settings, metrics: GatewayMetrics) -> Runtime:
 
 
 async def stop_runtime(runtime: Runtime, *, save: bool = True) -> None:
-    """Stop searchers, snapshot the indexes, close stores and the backend."""
+    """Stop followers and the job queue, then searchers; snapshot the indexes, close stores and the backend."""
+    for task in runtime.tasks.values():
+        if task.follower is not None:
+            await task.follower.close()
+    if runtime.queue is not None:
+        await runtime.queue.close()  # lets a running in-process job finish, drops queued ones
     for task in runtime.tasks.values():
         if task.searcher is not None:
             await task.searcher.close()

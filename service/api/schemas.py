@@ -135,8 +135,16 @@ class IndexInfo(BaseModel):
     offset: int = Field(description="store change-log offset the index includes")
     built_at: float | None
     last_rebuild_seconds: float | None
-    state: str = Field(description="ready, rebuilding, or unavailable (see detail)")
+    state: str = Field(description="ready, rebuilding (a background job is queued or running), or unavailable")
     detail: str | None = None
+    version: str | None = Field(None, description="version of the rebuilt snapshot serving (None: built at start)")
+    search_params: str | None = Field(None, description="tuned operating point (nprobe, efSearch...)")
+    last_build_at: float | None = Field(None, description="when the last background rebuild finished (epoch s)")
+    job: dict[str, Any] | None = Field(None, description="the task's current or last rebuild job")
+    recall: float | None = Field(None, description="recall@k measured on held-out queries at build time")
+    canary_recall: float | None = Field(None, description="recall@k of sampled live queries (recall canary)")
+    canary_k: int | None = None
+    rebuilds: int = Field(0, description="rebuilt snapshots swapped in since the gateway started")
 
 
 class TaskInfo(BaseModel):
@@ -157,11 +165,11 @@ class TaskList(BaseModel):
 
 class RebuildResponse(BaseModel):
     task: str
-    count: int
-    offset: int
-    replayed: int
-    seconds: float
-    type: str
+    job_id: str
+    state: str | None = Field(description="queued, running, done or failed (poll GET /v1/tasks/{task}/index)")
+    reason: str
+    count: int = Field(description="live items in the index now")
+    type: str = Field(description="FAISS factory string of the index serving now")
 
 
 class Readiness(BaseModel):

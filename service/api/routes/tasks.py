@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from service.api import gallery
@@ -23,16 +25,24 @@ def task_info(task: TaskRuntime) -> TaskInfo:
     )
 
 
-def index_info(task: TaskRuntime) -> IndexInfo:
-    index, rebuild = task.index, task.last_rebuild
-    state = "unavailable" if index is None else "rebuilding" if task.rebuilding else "ready"
+def index_info(task: TaskRuntime, follower: dict[str, Any] | None = None) -> IndexInfo:
+    """The index as the routes report it; `follower` is `IndexFollower.status()` when one runs."""
+    index, rebuild, f = task.index, task.last_rebuild, follower or {}
+    job = f.get("job") or {}
+    busy = task.rebuilding or job.get("state") in ("queued", "running")
+    state = "unavailable" if index is None else "rebuilding" if busy else "ready"
+    snapshot = f.get("snapshot") or {}
+    seconds = job.get("last_build_seconds") or (rebuild.seconds if rebuild else None)
     return IndexInfo(
         task=task.task, model_version=task.model_version, dim=task.info.embedding_dim,
         type=index.factory if index else "none", size=len(index) if index else 0,
         main_size=index.main_size if index else 0, delta_size=index.delta_size if index else 0,
         tombstones=index.tombstones if index else 0, offset=index.offset if index else 0,
-        built_at=index.built_at if index else None, last_rebuild_seconds=rebuild.seconds if rebuild else None,
-        state=state, detail=task.problem,
+        built_at=index.built_at if index else None, last_rebuild_seconds=seconds,
+        state=state, detail=task.problem or f.get("last_error"), version=snapshot.get("version"),
+        search_params=f.get("search_params"), last_build_at=job.get("last_build_at"), job=job or None,
+        recall=f.get("recall"), canary_recall=f.get("canary_recall"), canary_k=f.get("canary_k"),
+        rebuilds=f.get("swaps", 0),
     )
 
 
@@ -44,14 +54,18 @@ async def list_tasks(runtime: RuntimeDep) -> TaskList:
 
 @router.get("/{task}/index", response_model=IndexInfo, dependencies=[ReadScope], responses=problems(*COMMON))
 async def get_index(task: TaskDep) -> IndexInfo:
-    """The task's index: type, size, delta, tombstones, change-log offset, last build."""
-    return index_info(task)
+    """The task's index: version, type, size, delta, tombstones, change-log offset, last build (time and
+    duration), the rebuild job's state, the recall measured at build time and by the live canary."""
+    status = await task.follower.status() if task.follower is not None else None
+    return index_info(task, status)
 
 
 @router.post("/{task}/index/rebuild", response_model=RebuildResponse, dependencies=[AdminScope],
              responses=problems(*COMMON, 409))
-async def rebuild_index(runtime: RuntimeDep, task: TaskDep) -> RebuildResponse:
-    """Rebuild the index from the store now (admin scope); searches keep being answered meanwhile."""
-    report = await gallery.rebuild(runtime, task)
-    return RebuildResponse(task=task.task, count=report.count, offset=report.offset, replayed=report.replayed,
-                           seconds=report.seconds, type=task.index.factory if task.index else "none")
+async def rebuild_index(task: TaskDep) -> RebuildResponse:
+    """Queue a background rebuild of the index (admin scope; joins one already queued or running). Searches
+    keep being answered from the live index; poll GET /v1/tasks/{task}/index for the job and the new version."""
+    job = await gallery.rebuild(task)
+    return RebuildResponse(task=task.task, job_id=job.job_id, state=job.state, reason=job.reason,
+                           count=len(task.index) if task.index else 0,
+                           type=task.index.factory if task.index else "none")
