@@ -3,6 +3,8 @@
 CPU: a rebuild is background work. `lower_priority` renices the calling thread (Linux niceness is per
 thread, and threads it starts afterwards — FAISS's, the executor's — inherit it), so under contention the
 scheduler prefers the search threads, while an otherwise idle machine still gives the build every cycle.
+For a separate process (`ufo worker`) only: a reniced thread inside the gateway that holds the GIL waits
+longer for a CPU, and every search then waits for it (priority inversion through the GIL).
 
 GIL: a rebuild job run in a gateway thread (its store read decodes rows in Python) and a snapshot load (its
 labels are parsed in Python) hold the GIL in long stretches. CPython hands the GIL to a waiting thread
