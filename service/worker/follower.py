@@ -245,6 +245,20 @@ class IndexFollower:
                  time.perf_counter() - t0)
         return True
 
+    async def adopt_model(self, info: SnapshotInfo, *, reembed: Reembedder | None = None) -> None:
+        """Serve another model version from its announced snapshot (another replica ran the upgrade): load it
+        beside the live index, replay the log, cut over. Call it from `on_new_model` once the inference
+        backend embeds with `info.model_version`; `reembed` (for that version) re-embeds records the old
+        model still writes meanwhile, else they are skipped."""
+        async with self.swap_lock:
+            if info.model_version == self.model_version:
+                return  # same model: `adopt` (the poll loop) handles it
+            path = snapshot_path(info, self.snapshots)
+            with responsive_gil():
+                index = await asyncio.to_thread(VectorIndex.load, path, model_version=info.model_version)
+            await follow_log(index, self.store, reembed=reembed)
+            await self.cut_over(index, snapshot=info, reembed=reembed)
+
     async def cut_over(self, index: VectorIndex, *, snapshot: SnapshotInfo | None = None,
                        reembed: Reembedder | None = None, skip: Callable[[int], bool] | None = None) -> None:
         """Serve `index` (another model version) from now on: catch it up, then swap `serving` in one

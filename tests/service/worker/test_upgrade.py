@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from service.config import IndexSettings
+from service.index import VectorIndex
 from service.store import Item, SQLiteStore
 from service.worker.follower import IndexFollower
 from service.worker.images import ImageCorrupted, ImageKeeper
@@ -105,6 +106,13 @@ async def test_upgrade_cuts_over_atomically_while_serving(setup) -> None:  # noq
             await follower.sync_to(offset)
             await asyncio.sleep(0.005)
 
+    # another replica over the same store, still on the old model: told of the new one, it adopts it
+    replica = IndexFollower("face", VectorIndex.build(  # its own copy of the old index
+        [f"i{k}" for k in range(300)], np.stack([embed_one(image_of(f"i{k}"), OLD) for k in range(300)]),
+        [{"id": f"i{k}"} for k in range(300)], model_version=OLD, offset=300), store, follower.queue, opts)
+    replica.on_new_model = lambda info: replica.adopt_model(info)
+    await replica.start()
+
     tasks = [asyncio.create_task(searcher()), asyncio.create_task(writer())]
     report = await upgrade_model(follower, NEW, model, keeper, snapshots, opts, write_lock=write_lock)
     await tasks[1]
@@ -124,11 +132,19 @@ async def test_upgrade_cuts_over_atomically_while_serving(setup) -> None:  # noq
     assert follower.upgrade["state"] == "done" and follower.snapshot.model_version == NEW
     latest = await follower.queue.latest_snapshot("face")
     assert latest.model_version == NEW and latest.count <= 320  # taken right after the cut-over; the log has the rest
-    # a restarted gateway (or another replica) serving the new model starts from that snapshot
-    replica = await IndexFollower.open("face", store, follower.queue, opts, model_version=NEW, dim=DIMS[NEW])
-    assert replica.snapshot.version == latest.version and len(replica.index) == 320
     xq = np.stack([embed_one(image_of(f"i{k}"), NEW) for k in range(10)])
+    for _ in range(200):  # the old-model replica heard of the new model and cut over too
+        if replica.model_version == NEW:
+            break
+        await asyncio.sleep(0.05)
+    await replica.sync_to()
+    assert replica.model_version == NEW and replica.snapshot.version == latest.version and len(replica.index) == 320
     assert replica.index.search(xq, 5).I.tolist() == follower.index.search(xq, 5).I.tolist()
+    await replica.close()
+    # a restarted gateway serving the new model starts from that snapshot
+    restarted = await IndexFollower.open("face", store, follower.queue, opts, model_version=NEW, dim=DIMS[NEW])
+    assert restarted.snapshot.version == latest.version and len(restarted.index) == 320
+    assert restarted.index.search(xq, 5).I.tolist() == follower.index.search(xq, 5).I.tolist()
 
 
 async def test_upgrade_refuses_items_without_kept_images(setup) -> None:  # noqa: ANN001
