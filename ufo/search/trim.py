@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from ufo.model.config import ArchSpec, SubnetConfig
 from ufo.model.cost import subnet_cost
 from ufo.model.static import StaticViT, extract_subnet
 from ufo.search.recalibrate import recalibrate_bn, recalibration_batches
-from ufo.train.checkpoint import CheckpointError, checkpoint_hash
+from ufo.train.checkpoint import CheckpointError, checkpoint_hash, save_torch_atomic
 
 log = logging.getLogger(__name__)
 
@@ -25,20 +23,11 @@ SUBNET_FORMAT = "ufo-subnet/1"
 
 
 def save_subnet(path: str | Path, subnet: StaticViT, task: str, meta: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cost = subnet_cost(subnet.arch, subnet.cfg)
-    payload = {"format": SUBNET_FORMAT, "task": task, "arch": subnet.arch.to_dict(), "config": subnet.cfg.to_dict(),
-               "params": cost.params, "flops": cost.flops, "preprocess": subnet.preprocess.to_dict(),
-               "state_dict": subnet.state_dict(), **meta}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_torch_atomic(path, {
+        "format": SUBNET_FORMAT, "task": task, "arch": subnet.arch.to_dict(), "config": subnet.cfg.to_dict(),
+        "params": cost.params, "flops": cost.flops, "preprocess": subnet.preprocess.to_dict(),
+        "state_dict": subnet.state_dict(), **meta})
 
 
 def load_subnet(path: str | Path) -> tuple[StaticViT, dict[str, Any]]:

@@ -20,18 +20,22 @@ class CheckpointError(ValueError):
     pass
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+def save_torch_atomic(path: str | Path, payload: dict[str, Any]) -> None:
     """torch.save to a temporary file in the same folder, then os.replace: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        torch.save({"format": FORMAT, **payload}, tmp)
+        torch.save(payload, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    save_torch_atomic(path, {"format": FORMAT, **payload})
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
