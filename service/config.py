@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     store_url: str = "sqlite:///var/ufo/store"  # or redis://host:port/db (distributed mode)
     data_dir: Path = Path("var/ufo")  # index snapshots and kept source images
     keep_images: bool = True  # needed to re-embed the gallery on a model upgrade
+    # At start, re-embed a gallery of an older model version with the repository's newest (single gateway only)
+    auto_upgrade: bool = True
     api_keys: list[str] = Field(default_factory=list)  # salted hash records (see service/api/auth.py), never keys
     api_keys_file: Path | None = None  # one hash record per line (a mounted secret)
     require_auth: bool | None = None  # None: required whenever `host` is not a loopback address

@@ -11,6 +11,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,11 @@ import numpy as np
 from service.api.bodies import ItemInput, SearchInput
 from service.api.errors import ApiError, invalid
 from service.api.kept_images import keep_image
-from service.api.runtime import Runtime, TaskRuntime
+from service.api.runtime import Runtime, TaskRuntime, model_version_of
 from service.api.schemas import MAX_ID_LENGTH
+from service.index.errors import ModelVersionError
 from service.index.search import Hit
+from service.inference import ModelInfo
 from service.store import Item
 from service.worker.records import JobStatus
 
@@ -69,45 +72,69 @@ def check_embedding(values: Sequence[float], dim: int, where: str) -> np.ndarray
     return (vector / norm).astype(np.float32)
 
 
-async def embed(runtime: Runtime, task: TaskRuntime, images: Sequence[bytes]) -> np.ndarray:
-    """Decode (off the event loop) and embed images → [n, dim] L2-normalised."""
+async def embed(runtime: Runtime, task: TaskRuntime, images: Sequence[bytes],
+                info: ModelInfo | None = None) -> np.ndarray:
+    """Decode (off the event loop) and embed images → [n, dim] L2-normalised, with the model `info` (default:
+    the one serving now; a request keeps the one it started with across a model cut-over)."""
+    info = info or task.info
     runtime.metrics.embed_images.labels(task.task).observe(len(images))
     return await runtime.backend.embed_images(task.task, list(images), max_pixels=runtime.settings.limits.max_pixels,
-                                              executor=runtime.executor)
+                                              executor=runtime.executor, version=info.version)
 
 
-async def vectors_for(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]) -> np.ndarray:
+async def vectors_for(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput], info: ModelInfo) -> np.ndarray:
     """One vector per item: given embeddings checked, images embedded in one backend call."""
-    dim = task.info.embedding_dim
+    dim = info.embedding_dim
     out = np.zeros((len(items), dim), dtype=np.float32)
     with_image = [i for i, item in enumerate(items) if item.image is not None]
     for i, item in enumerate(items):
         if item.embedding is not None:
             out[i] = check_embedding(item.embedding, dim, f"item {item.id!r}: embedding")
     if with_image:
-        out[with_image] = await embed(runtime, task, [items[i].image for i in with_image])  # type: ignore[misc]
+        out[with_image] = await embed(runtime, task, [items[i].image for i in with_image], info)  # type: ignore[misc]
     return out
 
 
-async def enroll(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]) -> list[str]:
-    """Upsert items into the store and the index; searchable when this returns."""
-    index, _ = task.require_index()
+def check_upgradable(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]) -> None:
+    """While a model upgrade runs, only items it can re-embed (an image, kept) may be written: 409 otherwise."""
+    if task.follower is None or not task.follower.upgrading:
+        return
+    target = (task.follower.upgrade or {}).get("model_version")
+    if not runtime.settings.keep_images or any(item.image is None for item in items):
+        raise ApiError(409, f"task {task.task!r} is being upgraded to {target}: until the cut-over, items can be "
+                       "enrolled only as images the gateway keeps (the upgrade re-embeds them); retry later, or "
+                       "send images", slug="upgrade-running", headers={"Retry-After": "30"})
+
+
+async def enroll(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]) -> tuple[list[str], str]:
+    """Upsert items into the store and the index; searchable when this returns. Returns the ids and the model
+    version that embedded them."""
+    task.require_index()
     limits = runtime.settings.limits
     for item in items:
         check_id(item.id)
         check_metadata(item.metadata, limits.max_metadata_bytes, f"item {item.id!r}: metadata")
-    xb = await vectors_for(runtime, task, items)
+    check_upgradable(runtime, task, items)
     refs = [await keep_image(runtime.settings, task.task, item.image) if item.image is not None else None
             for item in items]
-    records = [Item(item.id, xb[i], dict(item.metadata), task.model_version, refs[i]) for i, item in enumerate(items)]
-    async with task.write_lock:
-        offset = await task.store.upsert(records)
-        if task.follower is not None:  # from the change log, as every replica applies it
-            await task.follower.sync_to(offset)
-        else:
-            index.upsert([r.id for r in records], xb, [r.metadata for r in records],
-                         model_version=task.model_version, offset=offset)
-    return [item.id for item in items]
+    for _ in range(2):  # a second round only when a model cut-over happened while embedding
+        info = task.info
+        xb = await vectors_for(runtime, task, items, info)
+        async with task.write_lock:
+            if task.info is not info:
+                continue
+            index, _ = task.require_index()
+            records = [Item(item.id, xb[i], dict(item.metadata), task.model_version, refs[i])
+                       for i, item in enumerate(items)]
+            offset = await task.store.upsert(records)
+            if task.follower is not None:  # from the change log, as every replica applies it
+                await task.follower.sync_to(offset)
+            else:
+                index.upsert([r.id for r in records], xb, [r.metadata for r in records],
+                             model_version=task.model_version, offset=offset)
+            return [item.id for item in items], task.model_version
+    raise ApiError(503, f"task {task.task!r}: the model changed twice during the request; retry",
+                   headers={"Retry-After": "1"})
 
 
 async def delete(task: TaskRuntime, item_id: str) -> None:
@@ -131,36 +158,55 @@ async def get_item(task: TaskRuntime, item_id: str) -> Item:
     return item
 
 
-async def search(runtime: Runtime, task: TaskRuntime, query: SearchInput) -> tuple[list[Hit], bool]:
-    """Top-k hits for an image or an embedding, and whether none reaches the calibrated threshold."""
+@dataclass(frozen=True, slots=True)
+class SearchOutcome:
+    """Top-k hits, whether none reaches the calibrated threshold, and the model that answered."""
+
+    hits: list[Hit]
+    no_match: bool
+    info: ModelInfo
+
+
+async def search(runtime: Runtime, task: TaskRuntime, query: SearchInput) -> SearchOutcome:
+    """Top-k hits for an image or an embedding, searched in the index of the model that embedded it."""
     _, searcher = task.require_index()
     if query.filter is not None:
         check_metadata(query.filter, runtime.settings.limits.max_metadata_bytes, "filter")
-    if query.embedding is not None:
-        xq = check_embedding(query.embedding, task.info.embedding_dim, "embedding")[None, :]
-    else:
-        xq = await embed(runtime, task, [query.image])  # type: ignore[list-item]
-    started = time.perf_counter()
-    result = await searcher.search(xq, query.k, filter=query.filter, min_score=query.min_score,
-                                   model_version=task.model_version)
+    for attempt in range(2):  # a second round only when a model cut-over happened while embedding
+        info = task.info
+        if query.embedding is not None:
+            xq = check_embedding(query.embedding, info.embedding_dim, "embedding")[None, :]
+        else:
+            xq = await embed(runtime, task, [query.image], info)  # type: ignore[list-item]
+        started = time.perf_counter()
+        try:
+            result = await searcher.search(xq, query.k, filter=query.filter, min_score=query.min_score,
+                                           model_version=model_version_of(info))
+        except ModelVersionError:
+            if attempt or task.info is info or query.embedding is not None:
+                raise  # (a client's embedding is of the old model: 409 tells it the model changed)
+            continue
+        break
     runtime.metrics.search_seconds.labels(task.task).observe(time.perf_counter() - started)
     if task.follower is not None:
         task.follower.observe_query(xq)  # a sample of live queries feeds the recall canary
     hits = result.hits[0]
-    threshold = task.info.verification_threshold
+    threshold = info.verification_threshold
     no_match = not hits if threshold is None else all(hit.score < threshold for hit in hits)
-    return hits, no_match
+    return SearchOutcome(hits, no_match, info)
 
 
-async def verify(runtime: Runtime, task: TaskRuntime, image_a: bytes, image_b: bytes) -> tuple[float, bool, float]:
-    """(cosine similarity, same identity, threshold) at the model's calibrated threshold."""
-    threshold = task.info.verification_threshold
+async def verify(runtime: Runtime, task: TaskRuntime, image_a: bytes,
+                 image_b: bytes) -> tuple[float, bool, float, str]:
+    """(cosine similarity, same identity, threshold, model version) at the model's calibrated threshold."""
+    info = task.info
+    threshold = info.verification_threshold
     if threshold is None:
-        raise ApiError(409, f"model {task.model_version} has no calibrated verification threshold in its "
+        raise ApiError(409, f"model {model_version_of(info)} has no calibrated verification threshold in its "
                        "manifest; verify needs one", slug="no-threshold")
-    xa, xb = await embed(runtime, task, [image_a, image_b])
+    xa, xb = await embed(runtime, task, [image_a, image_b], info)
     score = float(np.clip(np.dot(xa, xb), -1.0, 1.0))
-    return score, score >= threshold, threshold
+    return score, score >= threshold, threshold, model_version_of(info)
 
 
 async def rebuild(task: TaskRuntime) -> JobStatus:

@@ -192,8 +192,11 @@ async def start_follower(runtime: Runtime, task: TaskRuntime) -> None:
 
     if task.index is None or runtime.queue is None:
         return
+    from service.api.upgrades import adopt_new_model, on_cut_over
+
     task.follower = IndexFollower(task.task, task.index, task.store, runtime.queue, runtime.settings.index,
-                                  snapshots=snapshot_store(runtime.settings), on_recall=runtime.metrics.set_recall)
+                                  snapshots=snapshot_store(runtime.settings), on_recall=runtime.metrics.set_recall,
+                                  on_swap=on_cut_over(runtime, task), on_new_model=adopt_new_model(runtime, task))
     await task.follower.start()
 
 
@@ -216,17 +219,21 @@ async def start_runtime(settings: Settings, metrics: GatewayMetrics) -> Runtime:
     executor = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) + 2), thread_name_prefix="decode")
     runtime = Runtime(settings, backend, metrics, keys, executor)
     try:
+        from service.api.upgrades import maybe_auto_upgrade, serve_stored_version
         from service.worker.queue import open_job_queue
 
         runtime.queue = await open_job_queue(settings)
-        for name, info in sorted(backend.models().items()):
+        for name in sorted(backend.models()):
             started = time.perf_counter()
-            task = TaskRuntime(name, info, await open_store(settings.store_url, name))
+            store = await open_store(settings.store_url, name)
+            task = TaskRuntime(name, await serve_stored_version(runtime, name, store), store)
             runtime.tasks[name] = task
             await open_task_index(task, settings)
             await start_follower(runtime, task)
-            metrics.set_model(name, info.model_name, info.version, info.embedding_dim)
+            metrics.set_model(name, task.info.model_name, task.info.version, task.info.embedding_dim)
             log.info("task %s ready in %.2f s", name, time.perf_counter() - started)
+        for task in runtime.tasks.values():
+            await maybe_auto_upgrade(runtime, task)
     except BaseException:
         await stop_runtime(runtime, save=False)
         raise

@@ -188,3 +188,23 @@ class Problem(BaseModel):
 
 
 BODY_MODELS: tuple[type[BaseModel], ...] = (EmbedRequest, EnrollItem, EnrollBatch, SearchRequest, VerifyRequest)
+
+
+class UpgradeRequest(Strict):
+    version: int | None = Field(default=None, ge=1, description="the version of the task's model to serve (default: "
+                                "the highest usable one in the model repository)")
+    drop_missing: bool = Field(default=False, description="delete items whose source image is not kept at the "
+                               "cut-over (their clients re-enroll them) instead of refusing the upgrade")
+
+
+class ModelStatus(BaseModel):
+    task: str
+    model_name: str
+    model_version: str = Field(description="'<model_name>/<version>' serving now (queries and enrollment)")
+    version: int
+    embedding_dim: int
+    available_versions: list[int] = Field(description="versions in the model repository, highest first")
+    images_kept: bool = Field(description="whether enrolled images are kept; without them a model upgrade cannot "
+                              "re-embed the gallery and clients must re-enroll it")
+    upgrade: dict[str, Any] | None = Field(description="the running or last model upgrade: state (running, done, "
+                                           "failed), model_version, from, embedded, missing, error")

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 class _Request:
     xq: np.ndarray  # (n, d) prepared
     query: Query
+    index: VectorIndex  # the index it was prepared (model version checked) against: searched in that one
     future: asyncio.Future[SearchResult]
     loop: asyncio.AbstractEventLoop
 
@@ -59,7 +60,8 @@ def _post(request: _Request, result: SearchResult | None, error: BaseException |
 
 class CoalescingSearcher:
     """Async front of one VectorIndex. Use `async with CoalescingSearcher(index) as s:`
-    or call `close()`; `index` may be replaced (model upgrade) by assigning `searcher.index`.
+    or call `close()`; `index` may be replaced (model upgrade) by assigning `searcher.index`: a request
+    already accepted is still searched in the index it was checked against (never a mix of models).
     `omp_threads` pins FAISS's OpenMP threads for this searcher's thread (None: FAISS default);
     on small shared CPUs one thread avoids OpenMP's per-call overhead on tiny batches."""
 
@@ -98,9 +100,10 @@ class CoalescingSearcher:
         if self._closed:
             raise RuntimeError("searcher is closed")
         query = Query(k, filter, min_score)
-        prepared = self.index.prepare_queries(xq, model_version)
+        index = self.index
+        prepared = index.prepare_queries(xq, model_version)
         loop = asyncio.get_running_loop()
-        request = _Request(prepared, query, loop.create_future(), loop)
+        request = _Request(prepared, query, index, loop.create_future(), loop)
         self._queue.put(request)
         return await request.future
 
@@ -143,11 +146,15 @@ class CoalescingSearcher:
         return batch, False
 
     def _execute(self, batch: list[_Request]) -> None:
+        if any(r.index is not batch[0].index for r in batch):  # only across a model cut-over
+            for index in {id(r.index): r.index for r in batch}.values():
+                self._execute([r for r in batch if r.index is index])
+            return
         t0 = time.perf_counter()
         try:
             xq = batch[0].xq if len(batch) == 1 else np.concatenate([r.xq for r in batch])
             queries = [r.query for r in batch for _ in range(len(r.xq))]
-            hits = self.index.search_prepared(xq, queries)
+            hits = batch[0].index.search_prepared(xq, queries)
         except Exception as exc:  # one failure fails its batch, never the thread
             log.exception("search batch of %d requests failed", len(batch))
             for request in batch:

@@ -121,17 +121,43 @@ class InferenceBackend(abc.ABC):
         """The most images one model run takes; larger `embed` calls are split, never refused."""
 
     @abc.abstractmethod
-    async def embed(self, task: str, pixels: np.ndarray) -> np.ndarray:
-        """float32 pixels [B,3,H,W] → float32 L2-normalised embeddings [B,D].
+    async def embed(self, task: str, pixels: np.ndarray, *, version: int | None = None) -> np.ndarray:
+        """float32 pixels [B,3,H,W] → float32 L2-normalised embeddings [B,D], with the served version of
+        the task's model or, during a model upgrade, another loaded `version`.
 
         Raises ModelNotFound, InvalidInput, Overloaded, BackendUnavailable or InferenceError."""
 
-    def model(self, task: str) -> ModelInfo:
-        """The model serving `task`, or ModelNotFound."""
+    # -- model upgrades: a second version of a task's model, loaded beside the served one ----------
+
+    @abc.abstractmethod
+    def versions(self, task: str) -> dict[int, ModelInfo]:
+        """The loaded versions of `task`'s model (the served one included)."""
+
+    @abc.abstractmethod
+    async def load_version(self, task: str, version: int | None = None) -> ModelInfo:
+        """Make `version` (None: the highest usable one in the repository) of the task's model embeddable
+        beside the served one. RepositoryError when it is missing or broken, BackendUnavailable when the
+        server cannot load it now."""
+
+    @abc.abstractmethod
+    def serve_version(self, task: str, version: int) -> None:
+        """Serve a loaded `version` from now on (`models()`, `embed` without a version)."""
+
+    @abc.abstractmethod
+    async def unload_version(self, task: str, version: int) -> None:
+        """Release a loaded version that is no longer served (a no-op for the served one)."""
+
+    def model(self, task: str, version: int | None = None) -> ModelInfo:
+        """The model serving `task` (or its loaded `version`), or ModelNotFound."""
         info = self.models().get(task)
         if info is None:
             raise ModelNotFound(f"no model serves task {task!r}; served: {sorted(self.models())}")
-        return info
+        if version is None or version == info.version:
+            return info
+        loaded = self.versions(task)
+        if version not in loaded:
+            raise ModelNotFound(f"version {version} of {info.model_name} is not loaded; loaded: {sorted(loaded)}")
+        return loaded[version]
 
     async def embed_images(
         self,
@@ -140,10 +166,12 @@ class InferenceBackend(abc.ABC):
         *,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         executor: Executor | None = None,
+        version: int | None = None,
     ) -> np.ndarray:
-        """Decode + preprocess `images` (bytes or decoded arrays) off the event loop, then embed them."""
-        pixels = await preprocess_many(images, self.model(task), max_pixels=max_pixels, executor=executor)
-        return await self.embed(task, pixels)
+        """Decode + preprocess `images` (bytes or decoded arrays) off the event loop, then embed them (with
+        the served model, or its loaded `version`: each version preprocesses as its own manifest says)."""
+        pixels = await preprocess_many(images, self.model(task, version), max_pixels=max_pixels, executor=executor)
+        return await self.embed(task, pixels, version=version)
 
     async def __aenter__(self) -> InferenceBackend:
         await self.start()

@@ -20,7 +20,7 @@ import onnxruntime as ort
 from service.inference.base import InferenceBackend, ModelInfo, check_pixels
 from service.inference.batcher import DynamicBatcher, Runner
 from service.inference.errors import BackendUnavailable, InferenceError
-from service.inference.repository import RepositoryEntry, load_repository
+from service.inference.repository import RepositoryEntry, load_repository, version_entry
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +98,20 @@ class EmbeddedBackend(InferenceBackend):
         self.providers = tuple(providers)
         self.on_batch = on_batch
         self.on_queue_depth = on_queue_depth
-        self.batchers: dict[str, DynamicBatcher] = {}
+        self.batchers: dict[str, DynamicBatcher] = {}  # task → the served version's batcher
         self._models: dict[str, ModelInfo] = {}
+        self._model_dirs: dict[str, Path] = {}
+        self._loaded: dict[str, dict[int, tuple[ModelInfo, DynamicBatcher]]] = {}  # task → version → …
 
     async def start(self) -> None:
         if self.batchers:
             return
         entries = await asyncio.to_thread(load_repository, self.repository, self.tasks, model_names=self.model_names)
         for task, entry in entries.items():
-            self.batchers[task] = await asyncio.to_thread(self._make_batcher, task, entry)
-            self._models[task] = ModelInfo.from_manifest(entry.manifest)
+            self._model_dirs[task] = entry.model_dir
+            self._loaded[task] = {entry.version: (ModelInfo.from_manifest(entry.manifest),
+                                                  await asyncio.to_thread(self._make_batcher, task, entry))}
+            self.serve_version(task, entry.version)
         log.info("embedded backend ready: %s", ", ".join(f"{t}={i.model_name}/{i.version}"
                                                           for t, i in self._models.items()))
 
@@ -124,9 +128,10 @@ class EmbeddedBackend(InferenceBackend):
         )
 
     async def close(self) -> None:
-        batchers, self.batchers = self.batchers, {}
-        for batcher in batchers.values():
-            await asyncio.to_thread(batcher.close)
+        loaded, self._loaded, self.batchers = self._loaded, {}, {}
+        for versions in loaded.values():
+            for _, batcher in versions.values():
+                await asyncio.to_thread(batcher.close)
 
     async def health(self) -> bool:
         return bool(self.batchers) and all(b.healthy for b in self.batchers.values())
@@ -138,12 +143,33 @@ class EmbeddedBackend(InferenceBackend):
     def max_batch_size(self) -> int:
         return self.max_batch
 
-    async def embed(self, task: str, pixels: np.ndarray) -> np.ndarray:
+    def versions(self, task: str) -> dict[int, ModelInfo]:
+        return {version: info for version, (info, _) in self._loaded.get(task, {}).items()}
+
+    async def load_version(self, task: str, version: int | None = None) -> ModelInfo:
+        self.model(task)  # ModelNotFound for a task not served
+        entry = await asyncio.to_thread(version_entry, self._model_dirs[task], version)
+        if entry.version not in self._loaded[task]:
+            batcher = await asyncio.to_thread(self._make_batcher, task, entry)
+            self._loaded[task][entry.version] = (ModelInfo.from_manifest(entry.manifest), batcher)
+        return self._loaded[task][entry.version][0]
+
+    def serve_version(self, task: str, version: int) -> None:
+        info, batcher = self._loaded[task][version]
+        self._models[task], self.batchers[task] = info, batcher
+
+    async def unload_version(self, task: str, version: int) -> None:
+        if version == self.model(task).version or version not in self._loaded.get(task, {}):
+            return
+        _, batcher = self._loaded[task].pop(version)
+        await asyncio.to_thread(batcher.close)  # finishes requests already queued on it
+
+    async def embed(self, task: str, pixels: np.ndarray, *, version: int | None = None) -> np.ndarray:
         if not self.batchers:
             raise BackendUnavailable("the embedded backend is not started, or closed")
-        info = self.model(task)
+        info = self.model(task, version)
         pixels = check_pixels(info, pixels)
-        batcher = self.batchers[task]
+        batcher = self._loaded[task][info.version][1]
         if len(pixels) == 0:
             return np.zeros((0, info.embedding_dim), dtype=np.float32)
         if len(pixels) <= self.max_batch:

@@ -82,6 +82,24 @@ def best_version(model_dir: Path, verify_hash: bool = True) -> tuple[RepositoryE
     return None, problems, claimed
 
 
+def version_entry(model_dir: Path, version: int | None = None, verify_hash: bool = True) -> RepositoryEntry:
+    """One version of one model (None: its highest usable version), or RepositoryError saying what is wrong.
+    Used to load a second version beside the served one for a model upgrade."""
+    if version is None:
+        entry, problems, _ = best_version(model_dir, verify_hash)
+        if entry is None:
+            raise RepositoryError(f"{model_dir.name}: no usable version ({'; '.join(problems)})")
+        return entry
+    version_dir = model_dir / str(version)
+    if not version_dir.is_dir():
+        found = [int(p.name) for p in list_version_dirs(model_dir)] if model_dir.is_dir() else []
+        raise RepositoryError(f"{model_dir.name} has no version {version} (versions: {sorted(found)})")
+    manifest, problem = check_version(version_dir, verify_hash)
+    if problem is not None or manifest is None:
+        raise RepositoryError(f"{model_dir.name}/{version} is not usable: {problem}")
+    return RepositoryEntry(model_dir, manifest.version, manifest)
+
+
 def _check_tasks(tasks: Iterable[str] | None, model_names: Mapping[str, str]) -> list[str] | None:
     wanted = None if tasks is None else list(dict.fromkeys(tasks))
     unknown = sorted({t for t in [*(wanted or []), *model_names] if t not in TASKS})

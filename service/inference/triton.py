@@ -33,7 +33,7 @@ from model_store.model_config import CONFIG_FILE, read_config
 from service.inference.base import InferenceBackend, ModelInfo, check_pixels
 from service.inference.embedded import chunks
 from service.inference.errors import BackendUnavailable, InferenceError, Overloaded
-from service.inference.repository import RepositoryEntry, load_repository
+from service.inference.repository import RepositoryEntry, load_repository, version_entry
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +134,11 @@ class TritonBackend(InferenceBackend):
         self.load_models = load_models
         self.require_ready = require_ready
         self.verify_hash = verify_hash
-        self._entries: dict[str, RepositoryEntry] = {}
+        self._entries: dict[str, RepositoryEntry] = {}  # task → the served version
         self._models: dict[str, ModelInfo] = {}
-        self._batch_sizes: dict[str, int] = {}  # task → the server's max_batch_size, once prepared
-        self._prepare_locks: dict[str, asyncio.Lock] = {}  # one readiness check / load at a time per task
+        self._loaded: dict[str, dict[int, tuple[ModelInfo, RepositoryEntry]]] = {}  # task → version → …
+        self._batch_sizes: dict[tuple[str, int], int] = {}  # (task, version) → the server's max_batch_size
+        self._prepare_locks: dict[tuple[str, int], asyncio.Lock] = {}  # one readiness check / load at a time
         self._client: Client | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -150,11 +151,12 @@ class TritonBackend(InferenceBackend):
                 load_repository, self.repository, self.tasks, model_names=self.model_names,
                 verify_hash=self.verify_hash,
             )
-            self._models = {t: ModelInfo.from_manifest(e.manifest) for t, e in self._entries.items()}
+            self._loaded = {t: {e.version: (ModelInfo.from_manifest(e.manifest), e)} for t, e in self._entries.items()}
+            self._models = {t: self._loaded[t][e.version][0] for t, e in self._entries.items()}
         self._client = self._make_client()
-        for task in self._entries:
+        for task, entry in self._entries.items():
             try:
-                await self._prepare(task)
+                await self._prepare(task, entry)
             except (BackendUnavailable, InferenceError) as exc:
                 if self.require_ready:
                     raise
@@ -198,42 +200,69 @@ class TritonBackend(InferenceBackend):
         sizes = self._batch_sizes.values() or [local_max_batch_size(e.model_dir) or 1 for e in self._entries.values()]
         return min(sizes, default=1)
 
-    async def embed(self, task: str, pixels: np.ndarray) -> np.ndarray:
+    async def embed(self, task: str, pixels: np.ndarray, *, version: int | None = None) -> np.ndarray:
         if self._client is None:
             raise BackendUnavailable("the triton backend is not started, or closed")
-        info = self.model(task)
+        info = self.model(task, version)
+        entry = self._loaded[task][info.version][1]
         pixels = check_pixels(info, pixels)
         if len(pixels) == 0:
             return np.zeros((0, info.embedding_dim), dtype=np.float32)
         try:
-            parts = await self._infer_chunks(task, pixels)
+            parts = await self._infer_chunks(task, entry, pixels)
         except ModelNotReady:
             if not self.load_models:
                 raise
-            parts = await self._infer_chunks(task, pixels)  # the model was unloaded: _prepare loads it again
+            parts = await self._infer_chunks(task, entry, pixels)  # the model was unloaded: loaded again
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    async def _infer_chunks(self, task: str, pixels: np.ndarray) -> list[np.ndarray]:
+    async def _infer_chunks(self, task: str, entry: RepositoryEntry, pixels: np.ndarray) -> list[np.ndarray]:
         """Pixels split to the model's max_batch_size, the parts sent concurrently."""
-        max_batch = await self._prepare(task)
-        return await asyncio.gather(*(self._infer(task, part) for part in chunks(pixels, max_batch)))
+        max_batch = await self._prepare(task, entry)
+        return await asyncio.gather(*(self._infer(task, entry, part) for part in chunks(pixels, max_batch)))
+
+    # -- model upgrades ----------------------------------------------------------------------------
+
+    def versions(self, task: str) -> dict[int, ModelInfo]:
+        return {version: info for version, (info, _) in self._loaded.get(task, {}).items()}
+
+    async def load_version(self, task: str, version: int | None = None) -> ModelInfo:
+        """The server loads every version of a model (`version_policy: all`, set by `ufo export`); with
+        `load_models` it is asked to reload the model so that a newly exported version is picked up."""
+        self.model(task)
+        entry = await asyncio.to_thread(version_entry, self._entries[task].model_dir, version, self.verify_hash)
+        self._loaded[task].setdefault(entry.version, (ModelInfo.from_manifest(entry.manifest), entry))
+        self._batch_sizes.pop((task, entry.version), None)  # check readiness (and load) now
+        await self._prepare(task, entry, reload=self.load_models)
+        return self._loaded[task][entry.version][0]
+
+    def serve_version(self, task: str, version: int) -> None:
+        info, entry = self._loaded[task][version]
+        self._models[task], self._entries[task] = info, entry
+
+    async def unload_version(self, task: str, version: int) -> None:
+        """Forgets the version here; the server keeps what its version policy says (other replicas may use it)."""
+        if version != self.model(task).version:
+            self._loaded.get(task, {}).pop(version, None)
+            self._batch_sizes.pop((task, version), None)
 
     # -- calls to the server -----------------------------------------------------------------------
 
-    async def _prepare(self, task: str) -> int:
-        """Make sure the pinned model version is ready (loading it if allowed); returns its max batch."""
-        if task in self._batch_sizes:
-            return self._batch_sizes[task]
-        async with self._prepare_locks.setdefault(task, asyncio.Lock()):
-            if task in self._batch_sizes:  # a concurrent call prepared it while this one waited
-                return self._batch_sizes[task]
-            return await self._check_model(task)
+    async def _prepare(self, task: str, entry: RepositoryEntry, *, reload: bool = False) -> int:
+        """Make sure the model version is ready (loading it if allowed); returns its max batch."""
+        key = (task, entry.version)
+        if key in self._batch_sizes:
+            return self._batch_sizes[key]
+        async with self._prepare_locks.setdefault(key, asyncio.Lock()):
+            if key in self._batch_sizes:  # a concurrent call prepared it while this one waited
+                return self._batch_sizes[key]
+            self._batch_sizes[key] = await self._check_model(entry, reload=reload)
+            return self._batch_sizes[key]
 
-    async def _check_model(self, task: str) -> int:
-        entry = self._entries[task]
+    async def _check_model(self, entry: RepositoryEntry, *, reload: bool = False) -> int:
         name, version = entry.model_dir.name, str(entry.version)
         what = f"{name}/{version}"
-        ready = await self._call(f"readiness of {what}", lambda c: c.is_model_ready(name, version))
+        ready = not reload and await self._call(f"readiness of {what}", lambda c: c.is_model_ready(name, version))
         if not ready and self.load_models:
             log.info("asking triton at %s to load %s", self.url, name)
             try:
@@ -248,7 +277,6 @@ class TritonBackend(InferenceBackend):
         max_batch = int(config.get("max_batch_size", 0)) or local_max_batch_size(entry.model_dir)
         if not max_batch:
             raise InferenceError(f"triton: model {name} has max_batch_size 0; the contract needs a batch axis")
-        self._batch_sizes[task] = max_batch
         return max_batch
 
     async def _get_config(self, client: Client, name: str, version: str) -> dict:
@@ -256,8 +284,7 @@ class TritonBackend(InferenceBackend):
             return (await client.get_model_config(name, version, as_json=True, client_timeout=self.timeout_s))["config"]
         return await client.get_model_config(name, version)
 
-    async def _infer(self, task: str, pixels: np.ndarray) -> np.ndarray:
-        entry = self._entries[task]
+    async def _infer(self, task: str, entry: RepositoryEntry, pixels: np.ndarray) -> np.ndarray:
         name, version = entry.model_dir.name, str(entry.version)
         module = grpcclient if self.protocol == "grpc" else httpclient
         inputs = [module.InferInput(INPUT_NAME, list(pixels.shape), "FP32")]
@@ -272,9 +299,9 @@ class TritonBackend(InferenceBackend):
         try:
             embeddings = await self._call(f"infer {name}/{version}", infer)
         except BackendUnavailable:
-            self._batch_sizes.pop(task, None)  # check readiness (and reload) again on the next call
+            self._batch_sizes.pop((task, entry.version), None)  # check readiness (and reload) on the next call
             raise
-        expected = (len(pixels), self._models[task].embedding_dim)
+        expected = (len(pixels), entry.manifest.embedding_dim)
         if embeddings is None or embeddings.shape != expected:
             got = None if embeddings is None else list(embeddings.shape)
             raise InferenceError(f"triton: {name}/{version} returned {got}, expected {list(expected)}")

@@ -117,21 +117,34 @@ async def reembed_gallery(follower: IndexFollower, reembed: Reembedder, *, batch
 
 
 async def rewrite_store(follower: IndexFollower, reembed: Reembedder, dropped: list[str], *,
-                        batch: int = 500) -> list[tuple[int, int]]:
+                        drop_missing: bool = False, batch: int = 500) -> list[tuple[int, int]]:
     """Rewrite every stored record as a record of the new model (vectors from the cache) and delete the
-    dropped ones; returns the offset ranges these writes took, which the new index skips (it has them)."""
+    dropped ones; returns the offset ranges these writes took, which the new index skips (it has them).
+    Everything is converted before the first write: an item that cannot be (its image is gone) stops the
+    upgrade with the store untouched, unless `drop_missing` (then it is deleted too)."""
     store = follower.store
-    pending: list[Item] = [item async for item in store.iter_items(1000) if item.model_version != reembed.model_version]
-    ranges: list[tuple[int, int]] = []
     gone = set(dropped)
+    pending = [item async for item in store.iter_items(1000)
+               if item.model_version != reembed.model_version and item.id not in gone]
+    converted: list[Item] = []
     for start in range(0, len(pending), batch):
-        page = [item for item in pending[start : start + batch] if item.id not in gone]
-        converted = [item for item in await reembed.convert(page) if item is not None]
-        if converted:
-            last = await store.upsert(converted)
-            ranges.append((last - len(converted) + 1, last))
-    for item_id in gone:
+        page = pending[start : start + batch]
+        for item, new in zip(page, await reembed.convert(page), strict=True):
+            if new is not None:
+                converted.append(new)
+            elif drop_missing:
+                gone.add(item.id)
+            else:
+                raise UpgradeError(f"item {item.id!r} has no kept source image any more (written during the "
+                                   "upgrade?): re-enroll it, or upgrade with drop_missing=True")
+    ranges: list[tuple[int, int]] = []
+    for start in range(0, len(converted), batch):
+        page = converted[start : start + batch]
+        last = await store.upsert(page)
+        ranges.append((last - len(page) + 1, last))
+    for item_id in sorted(gone):
         await store.delete(item_id)  # a real change: the new index applies it
+    dropped[:] = sorted(gone)
     return ranges
 
 
@@ -169,7 +182,7 @@ async def upgrade_model(follower: IndexFollower, model_version: str, embed: Embe
             await follow_log(index, follower.store, reembed=reembed)  # writes made while it was built
             async with write_lock or asyncio.Lock():
                 await follow_log(index, follower.store, reembed=reembed)
-                ranges = await rewrite_store(follower, reembed, missing)
+                ranges = await rewrite_store(follower, reembed, missing, drop_missing=drop_missing)
                 await follower.cut_over(index, reembed=reembed, skip=in_ranges(ranges))
         cached.cache.clear()  # served now; later old-model records are few
         info = await save_upgrade_snapshot(follower, index, snapshots, point.recall if point else None,

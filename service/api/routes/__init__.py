@@ -1,7 +1,8 @@
 """One module per resource; `ROUTERS` is what the app mounts."""
 
-from service.api.routes import embed, health, items, search, tasks, verify
+from service.api.routes import embed, health, items, models, search, tasks, verify
 
-ROUTERS = (health.router, tasks.router, embed.router, items.router, search.router, verify.router)
+ROUTERS = (health.router, tasks.router, models.router, embed.router, items.router, search.router,
+           verify.router)
 
 __all__ = ["ROUTERS"]

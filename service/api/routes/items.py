@@ -21,8 +21,8 @@ ItemId = Annotated[str, Path(description="the item's id (may hold '/')", example
 async def enroll_items(runtime: RuntimeDep, task: TaskDep, items: EnrollBody) -> EnrollResponse:
     """Upsert one item (`{"id", "image" | "embedding", "metadata"}`) or many (`{"items": [...]}`).
     The items are searchable as soon as this returns."""
-    ids = await gallery.enroll(runtime, task, items)
-    return EnrollResponse(ids=ids, count=len(ids), model_version=task.model_version)
+    ids, model_version = await gallery.enroll(runtime, task, items)
+    return EnrollResponse(ids=ids, count=len(ids), model_version=model_version)
 
 
 @router.get("/{item_id:path}", response_model=ItemOut, dependencies=[ReadScope], responses=problems(*COMMON))

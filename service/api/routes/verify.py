@@ -17,5 +17,5 @@ router = APIRouter(prefix="/v1/tasks/{task}", tags=["inference"], dependencies=[
              openapi_extra=openapi_body(VerifyRequest, form="VerifyRequest"))
 async def verify_pair(runtime: RuntimeDep, task: TaskDep, images: VerifyBody) -> VerifyResponse:
     """Cosine similarity of two images and `same` at the threshold from the model's manifest."""
-    score, same, threshold = await gallery.verify(runtime, task, *images)
-    return VerifyResponse(score=score, same=same, threshold=threshold, model_version=task.model_version)
+    score, same, threshold, model_version = await gallery.verify(runtime, task, *images)
+    return VerifyResponse(score=score, same=same, threshold=threshold, model_version=model_version)

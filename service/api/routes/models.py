@@ -1,0 +1,45 @@
+"""A task's model: GET /v1/tasks/{task}/model (what serves, what the repository holds, the upgrade's progress)
+and POST /v1/tasks/{task}/model/upgrade (admin: re-embed the gallery with another version, then cut over)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Body
+
+from service.api import upgrades
+from service.api.deps import AdminScope, ReadScope, RuntimeDep, TaskDep
+from service.api.routes.responses import COMMON, problems
+from service.api.runtime import Runtime, TaskRuntime
+from service.api.schemas import ModelStatus, UpgradeRequest
+from service.inference.repository import list_version_dirs
+
+router = APIRouter(prefix="/v1/tasks/{task}/model", tags=["models"])
+
+
+def model_status(runtime: Runtime, task: TaskRuntime) -> ModelStatus:
+    folder = Path(runtime.settings.repository) / task.info.model_name
+    versions = [int(p.name) for p in list_version_dirs(folder)] if folder.is_dir() else []
+    return ModelStatus(task=task.task, model_name=task.info.model_name, model_version=task.model_version,
+                       version=task.info.version, embedding_dim=task.info.embedding_dim,
+                       available_versions=versions, images_kept=runtime.settings.keep_images,
+                       upgrade=task.follower.upgrade if task.follower is not None else None)
+
+
+@router.get("", response_model=ModelStatus, dependencies=[ReadScope], responses=problems(*COMMON))
+async def get_model(runtime: RuntimeDep, task: TaskDep) -> ModelStatus:
+    """The model serving the task, the versions the repository holds, and the running or last upgrade."""
+    return model_status(runtime, task)
+
+
+@router.post("/upgrade", response_model=ModelStatus, status_code=202, dependencies=[AdminScope],
+             responses=problems(*COMMON, 409))
+async def upgrade_model(runtime: RuntimeDep, task: TaskDep,
+                        request: UpgradeRequest | None = Body(default=None)) -> ModelStatus:
+    """Start re-embedding the gallery with another version of the task's model (default: the repository's
+    newest), beside the live index; queries and writes keep using the old model until one atomic cut-over.
+    Needs the enrolled images (kept by default): 409 names items without one unless `drop_missing`.
+    Poll GET /v1/tasks/{task}/model for the progress."""
+    request = request or UpgradeRequest()
+    await upgrades.start_upgrade(runtime, task, request.version, drop_missing=request.drop_missing)
+    return model_status(runtime, task)

@@ -1,0 +1,240 @@
+"""Model upgrades through the gateway: re-embed a task's gallery with another version of its model and cut
+over (the steps are `service.worker.upgrade.upgrade_model`; this module wires them to the app).
+
+- `POST /v1/tasks/{task}/model/upgrade` (admin) starts one in the background (`start_upgrade`); at start,
+  a gateway whose gallery is of an older version than the repository's newest upgrades by itself
+  (`auto_upgrade`, single-gateway mode only: replicas sharing a Redis store would race, so there the admin
+  route starts it on one replica).
+- Until the cut-over, queries and writes use the old model and the old index; the cut-over (`on_cut_over`)
+  switches the backend's served version, `TaskRuntime.info`, the index and the searcher in one step of the
+  event loop. A request that embedded with the old model and reaches the new index is refused by the
+  index's model-version check and retried once by `gallery` with the new model: never a mix.
+- Other replicas hear of the new model's snapshot (`IndexFollower.on_new_model`), load that version in
+  their backend and adopt the snapshot (`adopt_new_model`).
+- Re-embedding needs the enrolled images (`keep_images`, on by default). Items without one make the
+  upgrade refuse to start (409 naming them) unless `drop_missing`, which deletes them at the cut-over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from service.api.errors import ApiError
+from service.api.kept_images import images_root
+from service.api.runtime import Runtime, TaskRuntime, model_version_of
+from service.index import VectorIndex
+from service.inference import BackendUnavailable, ModelInfo, RepositoryError
+from service.store import GalleryStore
+from service.worker.changes import Embed, Reembedder
+from service.worker.images import ImageKeeper
+from service.worker.queue import snapshot_store
+from service.worker.records import SnapshotInfo
+from service.worker.upgrade import UpgradeError, upgrade_model
+
+log = logging.getLogger(__name__)
+
+RETIRE_AFTER_S = 30.0  # the old version stays loaded this long after a cut-over: requests in flight finish
+_background: set[asyncio.Task[Any]] = set()  # strong references to the running upgrades and retirements
+
+
+def version_number(model_version: str) -> int:
+    """'ufo_face/2' → 2."""
+    return int(model_version.rsplit("/", 1)[-1])
+
+
+def image_keeper(runtime: Runtime, task: str) -> ImageKeeper:
+    return ImageKeeper(images_root(runtime.settings), task)
+
+
+def embed_with_version(runtime: Runtime, task: str) -> Embed:
+    """The backend's embed for `task`, by model version string (what the upgrade steps call)."""
+
+    async def embed(images: Sequence[bytes], model_version: str) -> np.ndarray:
+        return await runtime.backend.embed_images(task, list(images), max_pixels=runtime.settings.limits.max_pixels,
+                                                  executor=runtime.executor, version=version_number(model_version))
+
+    return embed
+
+
+async def stored_model_version(store: GalleryStore) -> str | None:
+    """The model version of the gallery's records (None when empty); they share one outside an upgrade."""
+    async for item in store.iter_items(1):
+        return item.model_version
+    return None
+
+
+async def missing_images(store: GalleryStore, keeper: ImageKeeper) -> tuple[int, list[str]]:
+    """(items, ids of items whose source image is not kept)."""
+    total, missing = 0, []
+    async for item in store.iter_items(1000):
+        total += 1
+        if item.image_ref is None or not await asyncio.to_thread(keeper.has, item.image_ref):
+            missing.append(item.id)
+    return total, missing
+
+
+def on_cut_over(runtime: Runtime, task: TaskRuntime) -> Callable[[VectorIndex], None]:
+    """The follower's `on_swap` hook: serve the new model with its index, in one step (no await)."""
+
+    def switch(index: VectorIndex) -> None:
+        old = task.info
+        runtime.backend.serve_version(task.task, version_number(index.model_version))
+        task.info = runtime.backend.model(task.task)
+        task.index = index
+        if task.searcher is not None:
+            task.searcher.index = index
+        runtime.metrics.set_model(task.task, task.info.model_name, task.info.version, task.info.embedding_dim)
+        log.info("task %s: now serving %s (was %s)", task.task, task.model_version, model_version_of(old))
+        spawn(retire(runtime, task.task, old.version))
+
+    return switch
+
+
+async def retire(runtime: Runtime, task: str, version: int) -> None:
+    await asyncio.sleep(RETIRE_AFTER_S)
+    await runtime.backend.unload_version(task, version)
+
+
+def spawn(coro: Any) -> asyncio.Task[Any]:
+    job = asyncio.create_task(coro)
+    _background.add(job)
+    job.add_done_callback(_background.discard)
+    return job
+
+
+async def load_version(runtime: Runtime, task: TaskRuntime, version: int | None) -> ModelInfo:
+    """The version loaded in the backend beside the served one; 404 when the repository lacks it."""
+    try:
+        return await runtime.backend.load_version(task.task, version)
+    except RepositoryError as exc:
+        raise ApiError(404, f"task {task.task!r}: {exc}", slug="unknown-model-version") from None
+    except BackendUnavailable as exc:
+        raise ApiError(503, f"task {task.task!r}: the backend cannot load the new version: {exc}",
+                       headers={"Retry-After": "30"}) from None
+
+
+async def check_images(runtime: Runtime, task: TaskRuntime, drop_missing: bool) -> None:
+    """409 when items cannot be re-embedded (no kept image) and the caller did not allow dropping them."""
+    total, missing = await missing_images(task.store, image_keeper(runtime, task.task))
+    if not missing or drop_missing:
+        return
+    why = ("this gateway does not keep enrolled images (UFO_KEEP_IMAGES=false)" if not runtime.settings.keep_images
+           else "they were enrolled as embeddings, or before images were kept")
+    raise ApiError(409, f"task {task.task!r}: {len(missing)} of {total} items have no kept source image "
+                   f"(e.g. {missing[:5]}): {why}. A model upgrade re-embeds the gallery from kept images: re-enroll "
+                   "those items after the upgrade, or start it with drop_missing=true to remove them at the cut-over",
+                   slug="images-not-kept")
+
+
+async def start_upgrade(runtime: Runtime, task: TaskRuntime, version: int | None = None, *,
+                        drop_missing: bool = False) -> dict[str, Any]:
+    """Check, load the new version, and start the upgrade in the background; returns its status."""
+    task.require_index()
+    follower = task.follower
+    if follower is None:
+        raise ApiError(503, f"task {task.task!r}: the index follower is not running", headers={"Retry-After": "30"})
+    if follower.upgrading:
+        raise ApiError(409, f"task {task.task!r}: an upgrade to {follower.upgrade['model_version']} is running",
+                       slug="upgrade-running")
+    info = await load_version(runtime, task, version)
+    if info.version == task.info.version:
+        raise ApiError(409, f"task {task.task!r} already serves {task.model_version}", slug="same-model-version")
+    await check_images(runtime, task, drop_missing)
+    if follower.upgrading:  # another request started one while this one checked
+        raise ApiError(409, f"task {task.task!r}: an upgrade is running", slug="upgrade-running")
+    target = model_version_of(info)
+    follower.upgrade = {"state": "running", "model_version": target, "from": task.model_version,
+                        "embedded": 0, "missing": 0, "error": ""}  # claims the task before the first await
+    spawn(run_upgrade(runtime, task, info, drop_missing))
+    return dict(follower.upgrade)
+
+
+async def run_upgrade(runtime: Runtime, task: TaskRuntime, info: ModelInfo, drop_missing: bool) -> None:
+    """The background part; failures are recorded in the follower's upgrade status (and logged)."""
+    follower = task.follower
+    assert follower is not None
+    follower.upgrade = None  # `upgrade_model` sets its own status
+    try:
+        await upgrade_model(follower, model_version_of(info), embed_with_version(runtime, task.task),
+                            image_keeper(runtime, task.task), snapshot_store(runtime.settings),
+                            runtime.settings.index, write_lock=task.write_lock, drop_missing=drop_missing,
+                            dim=info.embedding_dim)
+    except UpgradeError as exc:
+        log.error("task %s: upgrade to %s refused: %s", task.task, model_version_of(info), exc)
+    except Exception:
+        log.exception("task %s: upgrade to %s failed; still serving %s", task.task, model_version_of(info),
+                      task.model_version)
+    if task.info.version != info.version:
+        await runtime.backend.unload_version(task.task, info.version)
+
+
+def adopt_new_model(runtime: Runtime, task: TaskRuntime) -> Callable[[SnapshotInfo], Any]:
+    """The follower's `on_new_model` hook: another replica upgraded; load the version and adopt its snapshot."""
+
+    async def adopt(snapshot: SnapshotInfo) -> None:
+        follower = task.follower
+        name, _, version = snapshot.model_version.rpartition("/")
+        if follower is None or name != task.info.model_name or not version.isdigit():
+            log.warning("task %s: ignoring a snapshot of model %s", task.task, snapshot.model_version)
+            return
+        try:
+            await runtime.backend.load_version(task.task, int(version))
+            reembed = Reembedder(image_keeper(runtime, task.task), embed_with_version(runtime, task.task),
+                                 snapshot.model_version)
+            await follower.adopt_model(snapshot, reembed=reembed)
+        except Exception as exc:
+            follower.last_error = f"adopting model {snapshot.model_version}: {type(exc).__name__}: {exc}"
+            log.exception("task %s: %s", task.task, follower.last_error)
+
+    return adopt
+
+
+async def serve_stored_version(runtime: Runtime, name: str, store: GalleryStore) -> ModelInfo:
+    """The model version to serve at start: the gallery's own when the repository still has it (a gallery is
+    never served by another model than the one that embedded it), else the backend's choice."""
+    info = runtime.backend.model(name)
+    stored = await stored_model_version(store)
+    if stored is None or stored == model_version_of(info):
+        return info
+    model, _, version = stored.rpartition("/")
+    if model != info.model_name or not version.isdigit():
+        return info
+    try:
+        await runtime.backend.load_version(name, int(version))
+    except (RepositoryError, BackendUnavailable) as exc:
+        log.warning("task %s: the gallery is of %s, which cannot be loaded (%s)", name, stored, exc)
+        return info
+    runtime.backend.serve_version(name, int(version))
+    await runtime.backend.unload_version(name, info.version)
+    log.info("task %s: serving %s, the gallery's version (the repository's newest is %s)", name, stored,
+             model_version_of(info))
+    return runtime.backend.model(name)
+
+
+async def maybe_auto_upgrade(runtime: Runtime, task: TaskRuntime) -> None:
+    """Start an upgrade to the repository's newest version when it is newer than the one serving."""
+    if not runtime.settings.auto_upgrade or task.follower is None or task.index is None:
+        return
+    if runtime.settings.store_url.startswith("redis"):
+        log.info("task %s: auto_upgrade is off with a shared store (replicas would race): use the admin route",
+                 task.task)
+        return
+    try:
+        newest = await runtime.backend.load_version(task.task)
+    except (RepositoryError, BackendUnavailable):
+        return
+    if newest.version <= task.info.version:
+        if newest.version != task.info.version:
+            await runtime.backend.unload_version(task.task, newest.version)
+        return
+    try:
+        await start_upgrade(runtime, task, newest.version, drop_missing=False)
+        log.info("task %s: upgrading the gallery from %s to %s", task.task, task.model_version,
+                 model_version_of(newest))
+    except ApiError as exc:
+        log.warning("task %s: not upgrading to %s: %s", task.task, model_version_of(newest), exc.detail)
