@@ -57,6 +57,9 @@ class IndexSettings(BaseModel):
     compressed_factory: str = "IVF{nlist},PQ{pq}x4fs,RFlat"  # {pq}: dim/4 sub-quantizers
     tune_queries: int = 300  # held-out queries the operating point is tuned on (recall@10 vs exact)
     keep_snapshots: int = 3  # snapshot versions kept per task in data_dir/snapshots/<task>/
+    # change-log entries kept before the latest snapshot's offset (older ones are trimmed once it is announced;
+    # a reader further behind rebuilds from the items); -1 keeps the whole log
+    log_retain: int = 100_000
     poll_interval_s: float = 1.0  # follower: change-log catch-up and latest-snapshot check period
     min_rebuild_gap_s: float = 30.0  # follower: no new trigger this soon after its last request
     canary_queries: int = 16  # live queries re-run exactly per canary round

@@ -24,6 +24,7 @@ from service.config import IndexSettings
 from service.worker.fairness import lower_priority, responsive_gil
 from service.worker.rebuild import NothingToBuild, execute_job
 from service.worker.records import Job, JobStatus, SnapshotInfo
+from service.worker.retention import trim_log
 from service.worker.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -145,9 +146,16 @@ class LocalJobQueue:
                 log.exception("in-process rebuild of %s failed", job.task)
                 self._update(job.task, state="failed", finished_at=time.time(), error=f"{type(exc).__name__}: {exc}")
             else:
-                self._announce(info)
+                if self._announce(info):
+                    self._trim(info)
                 self._update(job.task, state="done", finished_at=time.time(), last_build_at=info.built_at,
                              last_build_seconds=info.build_seconds, last_version=info.version)
+
+    def _trim(self, info: SnapshotInfo) -> None:
+        try:
+            asyncio.run(trim_log(self.store_url, info, self.opts.log_retain))
+        except Exception:  # a failed trim only leaves the log longer: logged, never fails the job
+            log.exception("could not trim the change log of %s", info.task)
 
     def _update(self, task: str, **changes: object) -> None:
         with self._lock:

@@ -28,6 +28,7 @@ from service.worker.queue import queue_url, snapshot_store
 from service.worker.queue_redis import TRANSIENT, Claimed, RedisJobQueue
 from service.worker.rebuild import NothingToBuild, execute_job
 from service.worker.records import SnapshotInfo
+from service.worker.retention import trim_log
 from service.worker.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,11 @@ async def process(queue: RedisJobQueue, claimed: Claimed, consumer: str, setting
     if await _retry(f"announce snapshot {info.version}", lambda: queue.announce(info)):
         snapshots.write_latest(info)  # the file beside the key: a gateway without Redis access finds it too
         snapshots.prune(job.task, settings.index.keep_snapshots)
+        try:
+            await _retry(f"trim the change log of {job.task}",
+                         lambda: trim_log(settings.store_url, info, settings.index.log_retain))
+        except Exception:  # a failed trim only leaves the log longer: logged, never fails the job
+            log.exception("could not trim the change log of %s", job.task)
     await _finish(queue, claimed, info=info)
     log.info("job %s done in %.2f s: snapshot %s", job.id, time.perf_counter() - t0, info.version)
     return "done"
