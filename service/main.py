@@ -53,6 +53,32 @@ def parse_enroll(values: list[str]) -> dict[str, str]:
     return pairs
 
 
+def check_store_url(url: str, timeout_s: float = 5.0) -> None:
+    """Fail before any model loads, in one line naming the setting, when the store URL is unusable: an
+    unknown scheme, a malformed Redis URL, or a Redis server that does not answer."""
+    if not url.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
+        raise ValueError(f"UFO_STORE_URL={url!r} is not a supported store URL: expected sqlite:///<dir> or "
+                         "redis://host:port/db")
+    if url.startswith("sqlite:///"):
+        return
+    import asyncio
+
+    import redis.asyncio as redis
+
+    async def ping() -> None:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except Exception as exc:  # noqa: BLE001 - every cause is reported the same way, with its text
+        raise ValueError(f"UFO_STORE_URL={url!r}: the Redis store does not answer ({type(exc).__name__}: {exc}); "
+                         "start redis-server or fix the URL") from None
+
+
 def serve(settings: Settings, *, access_log: bool = True) -> None:
     """Run uvicorn with the app until SIGINT/SIGTERM (the lifespan snapshots the indexes on the way out)."""
     import uvicorn
@@ -61,6 +87,7 @@ def serve(settings: Settings, *, access_log: bool = True) -> None:
     from service.app import create_app
 
     read_records(settings.api_keys, settings.api_keys_file)  # a bad record fails here, before any model loads
+    check_store_url(settings.store_url)
     if not settings.repository.is_dir():
         raise ValueError(f"model repository {settings.repository} is not a folder: pass --repository (e.g. "
                          "demo/models) or set UFO_REPOSITORY, or create one with `ufo export`")
