@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from service.store.records import Change, Item
+from service.store.records import Change, Item, ItemPage
 
 
 class StoreError(RuntimeError):
@@ -63,6 +63,11 @@ class GalleryStore(Protocol):
     def iter_items(self, batch: int = 1000) -> AsyncIterator[Item]:
         """All records, fetched `batch` at a time (not a point-in-time snapshot: pair it with
         `last_offset()` read before iterating and replay the changes after it)."""
+        ...
+
+    def iter_pages(self, batch: int = 10_000) -> AsyncIterator[ItemPage]:
+        """All records like `iter_items`, in bulk: non-empty pages of about `batch` records (Redis: HSCAN's
+        hint), vectors as one matrix per page (`MixedDimensions` for a page whose vectors differ in length)."""
         ...
 
     async def changes_since(self, offset: int, limit: int = 1000) -> list[Change]:

@@ -2,6 +2,8 @@
 
 Vectors are stored as raw little-endian float32 bytes; metadata as JSON. Both backends share
 the validation here, so a record the SQLite store accepts is one the Redis store accepts.
+`ItemPage` is the bulk form a full scan (`iter_pages`) returns: one float32 matrix per page instead of an
+`Item` and an array per record, so a rebuild's read does little Python work per record.
 """
 
 from __future__ import annotations
@@ -39,6 +41,23 @@ class Item:
     def dim(self) -> int:
         """Vector dimension."""
         return int(self.vector.shape[0])
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class ItemPage:
+    """Up to one page of records in bulk form: row i of `vectors` (n, d) float32 belongs to `ids[i]`."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    metadata: list[dict[str, Any]]
+    model_versions: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class MixedDimensions(ValueError):
+    """A page holds vectors of different lengths (records of two models): it has no single matrix."""
 
 
 class Change(NamedTuple):
@@ -105,6 +124,24 @@ def decode_vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4").astype(np.float32)
 
 
+def decode_metadata(text: str | bytes) -> dict[str, Any]:
+    """Stored metadata JSON → dict; the common empty one without calling the parser."""
+    return {} if text in ("{}", b"{}") else json.loads(text)
+
+
+def stack_vectors(ids: list[str], blobs: list[bytes | memoryview]) -> np.ndarray:
+    """Encoded vectors → one writable (n, d) float32 matrix: one join and one copy, not n arrays."""
+    if not blobs:
+        return np.zeros((0, 0), np.float32)
+    sizes = set(map(len, blobs))
+    if len(sizes) != 1:
+        first = len(blobs[0])
+        other = next(i for i, b in enumerate(blobs) if len(b) != first)
+        raise MixedDimensions(f"records {ids[0]!r} ({first // 4} dims) and {ids[other]!r} "
+                              f"({len(blobs[other]) // 4} dims) have different dimensions")
+    return np.frombuffer(b"".join(blobs), dtype="<f4").astype(np.float32).reshape(len(blobs), -1)
+
+
 _HEADER = struct.Struct("<I")
 
 
@@ -137,6 +174,18 @@ def decode_record(item_id: str, blob: bytes, created_at: float | None) -> Item:
         created_at=created_at,
         updated_at=header["updated_at"],
     )
+
+
+def page_from_records(ids: list[str], blobs: list[bytes]) -> ItemPage:
+    """`ItemPage` from `encode_record` blobs (the key-value backends' format)."""
+    vectors, metadata, versions = [], [], []
+    for blob in blobs:
+        (n,) = _HEADER.unpack_from(blob)
+        header = json.loads(blob[_HEADER.size : _HEADER.size + n])
+        metadata.append(header["metadata"])
+        versions.append(header["model_version"])
+        vectors.append(memoryview(blob)[_HEADER.size + n :])
+    return ItemPage(ids, stack_vectors(ids, vectors), metadata, versions)
 
 
 def check_offset(offset: int) -> int:

@@ -25,10 +25,12 @@ from service.store.base import check_not_trimmed
 from service.store.records import (
     Change,
     Item,
+    ItemPage,
     check_limit,
     check_offset,
     decode_record,
     encode_record,
+    page_from_records,
     validate_item,
 )
 
@@ -168,6 +170,21 @@ class RedisStore:
                     seen.add(key)
                     if when is not None:  # deleted between HSCAN and HMGET
                         yield decode_record(key.decode(), page[key], float(when))
+            if cursor == 0:
+                return
+
+    async def iter_pages(self, batch: int = 10_000) -> AsyncIterator[ItemPage]:
+        """All records as `ItemPage`s via HSCAN (no order; repeats skipped). HSCAN returns the records
+        themselves, so a page costs one round trip and one join of its vectors."""
+        check_limit(batch)
+        seen: set[bytes] = set()
+        cursor = 0
+        while True:
+            cursor, page = await self.client.hscan(self._keys[0], cursor, count=batch)
+            fresh = [key for key in page if key not in seen]
+            seen.update(fresh)
+            if fresh:
+                yield page_from_records([key.decode() for key in fresh], [page[key] for key in fresh])
             if cursor == 0:
                 return
 

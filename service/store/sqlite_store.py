@@ -15,7 +15,6 @@ Why these settings:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import sqlite3
@@ -30,11 +29,14 @@ from service.store.base import StoreError, check_not_trimmed
 from service.store.records import (
     Change,
     Item,
+    ItemPage,
     check_limit,
     check_offset,
+    decode_metadata,
     decode_vector,
     encode_metadata,
     encode_vector,
+    stack_vectors,
     validate_item,
 )
 
@@ -89,7 +91,7 @@ def _row_to_item(row: Sequence[Any]) -> Item:
     return Item(
         id=item_id,
         vector=decode_vector(blob),
-        metadata=json.loads(metadata),
+        metadata=decode_metadata(metadata),
         model_version=model_version,
         image_ref=image_ref,
         created_at=created_at,
@@ -277,6 +279,27 @@ class SQLiteStore:
             if len(rows) < batch:
                 return
             after = rows[-1][0]
+
+    async def iter_pages(self, batch: int = 10_000) -> AsyncIterator[ItemPage]:
+        """All records in id order as `ItemPage`s (decoded in the worker thread: one join per page)."""
+        check_limit(batch)
+        after = ""
+        while True:
+            page = await asyncio.to_thread(self._bulk_page_sync, after, batch)
+            if page:
+                yield page
+            if len(page) < batch:
+                return
+            after = page.ids[-1]
+
+    def _bulk_page_sync(self, after: str, batch: int) -> ItemPage:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, vector, metadata, model_version FROM items WHERE id > ? ORDER BY id LIMIT ?", (after, batch)
+            ).fetchall()
+        ids = [row[0] for row in rows]
+        return ItemPage(ids, stack_vectors(ids, [row[1] for row in rows]), [decode_metadata(row[2]) for row in rows],
+                        [row[3] for row in rows])
 
     def _page_sync(self, after: str, batch: int) -> list[tuple[Any, ...]]:
         with self._read() as conn:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from service.store import Change, ChangeLogTrimmed, GalleryStore, Item, replay_changes, same_item
+from service.store.records import MixedDimensions
 
 pytestmark = pytest.mark.anyio
 
@@ -160,3 +161,31 @@ async def test_invalid_items_are_refused_and_nothing_is_written(store: GallerySt
     with pytest.raises(ValueError, match=message):
         await store.upsert([make_item("ok", 1), bad])
     assert await store.count() == 0 and await store.last_offset() == 0
+
+
+async def test_iter_pages_returns_every_record_once_as_matrices(store: GalleryStore) -> None:
+    written = [make_item(f"p{n:03d}", n, colour=f"c{n % 3}") for n in range(45)] + [make_item("p999", 999)]
+    await store.upsert(written)
+    await store.delete("p010")
+    expected = {item.id: item for item in written if item.id != "p010"}
+    seen: list[str] = []
+    async for page in store.iter_pages(batch=10):
+        assert len(page) > 0 and page.vectors.shape == (len(page), DIM) and page.vectors.dtype == np.float32
+        assert page.vectors.flags.writeable  # the rebuild normalises copies of it in place
+        for row, item_id in enumerate(page.ids):
+            item = expected[item_id]
+            assert np.array_equal(page.vectors[row], item.vector)  # bit-exact, row i belongs to ids[i]
+            assert page.metadata[row] == item.metadata and page.model_versions[row] == item.model_version
+        seen += page.ids
+    assert sorted(seen) == sorted(expected)  # each record once, the deleted one gone
+
+
+async def test_iter_pages_on_an_empty_store_yields_nothing(store: GalleryStore) -> None:
+    assert [page async for page in store.iter_pages()] == []
+
+
+async def test_iter_pages_refuses_a_page_of_two_dimensions(store: GalleryStore) -> None:
+    wide = Item("wide", np.ones(DIM * 2, np.float32), {}, "v2")
+    await store.upsert([make_item("a", 1), make_item("b", 2), wide])
+    with pytest.raises(MixedDimensions, match="different dimensions"):
+        _ = [page async for page in store.iter_pages(batch=100)]
