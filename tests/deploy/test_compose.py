@@ -112,6 +112,7 @@ def test_redis_persists_with_aof_on_a_named_volume(compose, services):
     redis = services["redis"]
     command = redis["command"]
     assert cli_option(command, "--appendonly") == "yes", f"redis must run with --appendonly yes: {command}"
+    assert cli_option(command, "--appendfsync") == "always", f"acknowledged writes must be fsynced: {command}"
     data_dir = cli_option(command, "--dir") or "/data"
     named = [s for s, t, _ in map(_volume_target, redis["volumes"]) if t == data_dir]
     assert named and named[0] in compose["volumes"], f"redis {data_dir} must be a declared named volume"

@@ -299,6 +299,7 @@ def test_shared_volumes_and_redis_persistence(overlay):
     redis = find(objs, "StatefulSet", "ufo-redis")
     args = _container(redis, "redis").get("args") or []
     assert cli_option(args, "--appendonly") == "yes", f"{name}: Redis must run with --appendonly yes, got {args}"
+    assert cli_option(args, "--appendfsync") == "always", f"{name}: acknowledged writes must be fsynced: {args}"
     data_dir = cli_option(args, "--dir")
     templates = {t["metadata"]["name"] for t in redis["spec"].get("volumeClaimTemplates") or []}
     assert any(m["mountPath"] == data_dir and m["name"] in templates
