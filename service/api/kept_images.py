@@ -1,19 +1,18 @@
 """Enrolled source images, kept content-addressed so a model upgrade can re-embed the gallery.
 
-`<images_dir>/<task>/<sha256[:2]>/<sha256>` (`worker.images_dir`, default `<data_dir>/images`): the item's
-`image_ref` is the sha256. Writes go to a
-temporary name and are moved into place, so a reader never sees half a file; an image already kept (same
-content) is not written again. Off with `keep_images: false` (an upgrade then needs clients to re-enroll).
+The gateway keeps them with the worker's `ImageKeeper` (one layout, one writer: `<root>/<task>/<sha256[:2]>/
+<sha256>`, atomic, fsynced, written once per content); root = `worker.images_dir`, default `<data_dir>/images`
+(shared storage in distributed mode). The item's `image_ref` is the sha256. Off with `keep_images: false`
+(an upgrade then needs clients to re-enroll, and the API says so).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 from pathlib import Path
 
 from service.config import Settings
+from service.worker.images import ImageKeeper
 
 
 def images_root(settings: Settings) -> Path:
@@ -21,28 +20,12 @@ def images_root(settings: Settings) -> Path:
     return Path(settings.worker.images_dir or Path(settings.data_dir) / "images")
 
 
-def image_path(root: Path, task: str, ref: str) -> Path:
-    """Where the image with content hash `ref` is kept for `task`."""
-    return Path(root) / task / ref[:2] / ref
-
-
-def write_image(path: Path, data: bytes) -> None:
-    """Atomic write (temp + os.replace); a no-op when the file exists (content-addressed)."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{id(data)}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def image_keeper(settings: Settings, task: str) -> ImageKeeper:
+    return ImageKeeper(images_root(settings), task)
 
 
 async def keep_image(settings: Settings, task: str, data: bytes) -> str | None:
     """Keep `data` when the settings say so; returns its ref (sha256 hex) or None."""
     if not settings.keep_images:
         return None
-    ref = hashlib.sha256(data).hexdigest()
-    await asyncio.to_thread(write_image, image_path(images_root(settings), task, ref), data)
-    return ref
+    return await asyncio.to_thread(image_keeper(settings, task).put, data)

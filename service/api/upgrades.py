@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from service.api.errors import ApiError
-from service.api.kept_images import images_root
+from service.api.kept_images import image_keeper as keeper_for
 from service.api.runtime import Runtime, TaskRuntime, model_version_of
 from service.index import VectorIndex
 from service.inference import BackendUnavailable, ModelInfo, RepositoryError
@@ -48,7 +48,7 @@ def version_number(model_version: str) -> int:
 
 
 def image_keeper(runtime: Runtime, task: str) -> ImageKeeper:
-    return ImageKeeper(images_root(runtime.settings), task)
+    return keeper_for(runtime.settings, task)
 
 
 def embed_with_version(runtime: Runtime, task: str) -> Embed:

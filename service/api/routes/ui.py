@@ -26,7 +26,7 @@ from PIL import Image
 from service.api import gallery
 from service.api.deps import ReadScope, RuntimeDep, TaskDep
 from service.api.errors import ApiError
-from service.api.kept_images import image_path, images_root
+from service.api.kept_images import image_keeper
 from service.api.routes.responses import COMMON, problems
 from service.inference.errors import InvalidImage
 from service.inference.preprocess import open_image, to_rgb, upright
@@ -142,7 +142,7 @@ async def item_thumbnail(
     cache, key = thumbnail_cache(request), (task.task, ref, size)
     data = cache.get(key)
     if data is None:
-        path = image_path(images_root(runtime.settings), task.task, ref)
+        path = image_keeper(runtime.settings, task.task).path(ref)
         data = await asyncio.get_running_loop().run_in_executor(
             runtime.executor, make_thumbnail, path, size, runtime.settings.limits.max_pixels)
         if data is None:
