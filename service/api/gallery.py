@@ -24,7 +24,7 @@ from service.api.schemas import MAX_ID_LENGTH
 from service.index.errors import ModelVersionError
 from service.index.search import Hit
 from service.inference import ModelInfo
-from service.store import Item
+from service.store import Item, ModelVersionFenced
 from service.worker.records import JobStatus
 
 
@@ -126,7 +126,12 @@ async def enroll(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]
             index, _ = task.require_index()
             records = [Item(item.id, xb[i], dict(item.metadata), task.model_version, refs[i])
                        for i, item in enumerate(items)]
-            offset = await task.store.upsert(records)
+            try:
+                offset = await task.store.upsert(records)
+            except ModelVersionFenced as exc:
+                raise ApiError(503, f"task {task.task!r}: the gallery moved to model {exc.fence} (upgraded through "
+                               f"another replica); this gateway still serves {task.model_version} and adopts the "
+                               "new model shortly: retry", headers={"Retry-After": "5"}) from None
             if task.follower is not None:  # from the change log, as every replica applies it
                 await task.follower.sync_to(offset)
             else:

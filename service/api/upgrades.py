@@ -62,10 +62,8 @@ def embed_with_version(runtime: Runtime, task: str) -> Embed:
 
 
 async def stored_model_version(store: GalleryStore) -> str | None:
-    """The model version of the gallery's records (None when empty); they share one outside an upgrade."""
-    async for item in store.iter_items(1):
-        return item.model_version
-    return None
+    """The gallery's model version: its fence (None before the first write)."""
+    return await store.model_version()
 
 
 async def missing_images(store: GalleryStore, keeper: ImageKeeper) -> tuple[int, list[str]]:
@@ -174,7 +172,8 @@ async def run_upgrade(runtime: Runtime, task: TaskRuntime, info: ModelInfo, drop
 
 
 def adopt_new_model(runtime: Runtime, task: TaskRuntime) -> Callable[[SnapshotInfo], Any]:
-    """The follower's `on_new_model` hook: another replica upgraded; load the version and adopt its snapshot."""
+    """The follower's `on_new_model` hook: another replica upgraded; load the version and adopt its snapshot
+    (an error propagates: the follower reports it in `model_error` and retries)."""
 
     async def adopt(snapshot: SnapshotInfo) -> None:
         follower = task.follower
@@ -182,14 +181,10 @@ def adopt_new_model(runtime: Runtime, task: TaskRuntime) -> Callable[[SnapshotIn
         if follower is None or name != task.info.model_name or not version.isdigit():
             log.warning("task %s: ignoring a snapshot of model %s", task.task, snapshot.model_version)
             return
-        try:
-            await runtime.backend.load_version(task.task, int(version))
-            reembed = Reembedder(image_keeper(runtime, task.task), embed_with_version(runtime, task.task),
-                                 snapshot.model_version)
-            await follower.adopt_model(snapshot, reembed=reembed)
-        except Exception as exc:
-            follower.last_error = f"adopting model {snapshot.model_version}: {type(exc).__name__}: {exc}"
-            log.exception("task %s: %s", task.task, follower.last_error)
+        await runtime.backend.load_version(task.task, int(version))  # raises: the follower retries later
+        reembed = Reembedder(image_keeper(runtime, task.task), embed_with_version(runtime, task.task),
+                             snapshot.model_version)
+        await follower.adopt_model(snapshot, reembed=reembed)
 
     return adopt
 

@@ -1,6 +1,6 @@
 """Gallery records per task: SQLite (default, embedded) or Redis (distributed), one interface."""
 
-from service.store.base import ChangeLogTrimmed, GalleryStore, StoreError, replay_changes
+from service.store.base import ChangeLogTrimmed, GalleryStore, ModelVersionFenced, StoreError, replay_changes
 from service.store.factory import TASKS, open_store, sqlite_path
 from service.store.records import Change, Item, same_item, validate_item
 from service.store.sqlite_store import SQLiteStore
@@ -11,6 +11,7 @@ __all__ = [
     "ChangeLogTrimmed",
     "GalleryStore",
     "Item",
+    "ModelVersionFenced",
     "SQLiteStore",
     "StoreError",
     "open_store",

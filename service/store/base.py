@@ -5,6 +5,7 @@ Contract (both backends):
 - `upsert` returns the offset of the last change it wrote, and returns only once the write is
   committed (SQLite: after COMMIT; Redis: after the atomic script ran);
 - offsets increase strictly and are never reused, even after `trim_changes`;
+- every record is of the gallery's one model version (a fence checked atomically with each write);
 - `changes_since(o)` lists changes with offset > o in increasing order; an upsert change carries the
   record exactly as written at that offset. Replaying every change after o onto a copy of the
   state at o reproduces the current state; replay is idempotent, so a copy that already holds some
@@ -34,6 +35,24 @@ class ChangeLogTrimmed(StoreError):
         self.trimmed_before = trimmed_before
 
 
+class ModelVersionFenced(StoreError):
+    """A write of records of another model version than the gallery's (its fence): vectors of two models
+    never meet in one gallery. Raised by a replica still on the old model after another one upgraded."""
+
+    def __init__(self, fence: str, written: str):
+        super().__init__(f"the gallery holds records of model {fence}; refusing records of {written}")
+        self.fence = fence
+        self.written = written
+
+
+def batch_model_version(items: Sequence[Item]) -> str:
+    """The one model version of a batch of records (ValueError when they disagree)."""
+    versions = {item.model_version for item in items}
+    if len(versions) != 1:
+        raise ValueError(f"a write holds records of several model versions: {sorted(versions)}")
+    return versions.pop()
+
+
 def check_not_trimmed(offset: int, trimmed_before: int) -> None:
     """Raise ChangeLogTrimmed when entries offset+1 .. trimmed_before-1 may have been dropped."""
     if offset + 1 < trimmed_before:
@@ -45,7 +64,17 @@ class GalleryStore(Protocol):
     """Async store of gallery records with a change log (see the module docstring)."""
 
     async def upsert(self, items: Sequence[Item]) -> int:
-        """Insert or overwrite items; return the offset of the last change written."""
+        """Insert or overwrite items (all of one model version: the gallery's, see `model_version`); return the
+        offset of the last change written. ModelVersionFenced when they are of another version."""
+        ...
+
+    async def model_version(self) -> str | None:
+        """The gallery's model version (its fence): set by the first write, moved only by `set_model_version`
+        (a model upgrade's cut-over); None before the first write."""
+        ...
+
+    async def set_model_version(self, version: str) -> None:
+        """Move the fence: from now on only records of `version` may be written."""
         ...
 
     async def get(self, item_id: str) -> Item | None:

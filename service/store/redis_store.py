@@ -5,6 +5,7 @@ Keys, under a per-task prefix with a hash tag so one task's keys share a cluster
   {prefix}:created  hash    id → created_at (kept beside, so overwrites preserve it)
   {prefix}:log      stream  entry id "<offset>-0", fields op, id[, rec, created]
   {prefix}:offset   string  last offset issued (INCR)
+  {prefix}:model    string  the gallery's model version (the fence every write is checked against)
 Each write is one Lua script: record, counter and log entry change atomically, so the log never
 disagrees with the hash. Stream entry ids are the offsets themselves, so `changes_since` is one
 XRANGE and `trim_changes` one XTRIM MINID.
@@ -21,7 +22,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from service.store.base import check_not_trimmed
+from service.store.base import ModelVersionFenced, batch_model_version, check_not_trimmed
 from service.store.records import (
     Change,
     Item,
@@ -36,10 +37,14 @@ from service.store.records import (
 
 log = logging.getLogger(__name__)
 
-# KEYS: items, created, log, offset. ARGV: now, then (id, record) pairs. Returns the last offset.
+# KEYS: items, created, log, offset, model version. ARGV: now, the records' model version, then (id, record)
+# pairs. Returns the last offset; refuses records of another version than the gallery's (the fence).
 _UPSERT_LUA = """
+local fence = redis.call('GET', KEYS[5])
+if not fence then redis.call('SET', KEYS[5], ARGV[2])
+elseif fence ~= ARGV[2] then return redis.error_reply('FENCED ' .. fence) end
 local last = tonumber(redis.call('GET', KEYS[4]) or '0')
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local id, rec = ARGV[i], ARGV[i + 1]
   redis.call('HSETNX', KEYS[2], id, ARGV[1])
   local created = redis.call('HGET', KEYS[2], id)
@@ -97,6 +102,7 @@ class RedisStore:
         self.prefix = prefix
         self._keys = [f"{prefix}:items", f"{prefix}:created", f"{prefix}:log", f"{prefix}:offset"]
         self._trimmed_key = f"{prefix}:trimmed"
+        self._model_key = f"{prefix}:model"
         self._upsert = client.register_script(_UPSERT_LUA)
         self._delete = client.register_script(_DELETE_LUA)
         self._trim = client.register_script(_TRIM_LUA)
@@ -126,14 +132,27 @@ class RedisStore:
             return await self.last_offset()
         t0 = time.perf_counter()
         now = time.time()
-        args: list[Any] = [repr(now)]
+        version = batch_model_version(checked)
+        args: list[Any] = [repr(now), version]
         for item in checked:
             args += [item.id, encode_record(Item(item.id, item.vector, item.metadata, item.model_version,
                                                  item.image_ref, None, now))]
-        offset = int(await self._upsert(keys=self._keys, args=args))
+        try:
+            offset = int(await self._upsert(keys=[*self._keys, self._model_key], args=args))
+        except aioredis.ResponseError as exc:
+            if not str(exc).startswith("FENCED "):
+                raise
+            raise ModelVersionFenced(str(exc).removeprefix("FENCED "), version) from None
         log.debug("upserted %d items up to offset %d in %.1f ms", len(checked), offset,
                   1e3 * (time.perf_counter() - t0))
         return offset
+
+    async def model_version(self) -> str | None:
+        value = await self.client.get(self._model_key)
+        return None if value is None else value.decode()
+
+    async def set_model_version(self, version: str) -> None:
+        await self.client.set(self._model_key, version)
 
     async def delete(self, item_id: str) -> bool:
         """Delete one record; logs a delete change only when it existed."""

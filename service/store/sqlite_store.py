@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from service.store.base import StoreError, check_not_trimmed
+from service.store.base import ModelVersionFenced, StoreError, batch_model_version, check_not_trimmed
 from service.store.records import (
     Change,
     Item,
@@ -211,7 +211,13 @@ class SQLiteStore:
         t0 = time.perf_counter()
         now = time.time()
         offset = 0
+        version = batch_model_version(items)
         with self._write() as conn:
+            fence = conn.execute("SELECT value FROM meta WHERE key = 'model_version'").fetchone()
+            if fence is None:
+                conn.execute("INSERT INTO meta (key, value) VALUES ('model_version', ?)", (version,))
+            elif fence[0] != version:
+                raise ModelVersionFenced(str(fence[0]), version)
             for item in items:
                 row = (item.id, encode_vector(item.vector), encode_metadata(item.metadata, item_id=item.id),
                        item.model_version, item.image_ref, now, now)
@@ -220,6 +226,21 @@ class SQLiteStore:
         log.debug("upserted %d items up to offset %d in %.1f ms", len(items), offset,
                   1e3 * (time.perf_counter() - t0))
         return int(offset)
+
+    async def model_version(self) -> str | None:
+        def read() -> str | None:
+            with self._read() as conn:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'model_version'").fetchone()
+            return None if row is None else str(row[0])
+
+        return await asyncio.to_thread(read)
+
+    async def set_model_version(self, version: str) -> None:
+        def write() -> None:
+            with self._write() as conn:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('model_version', ?)", (version,))
+
+        await asyncio.to_thread(write)
 
     async def delete(self, item_id: str) -> bool:
         """Delete one record; logs a delete change only when it existed."""

@@ -46,6 +46,8 @@ from service.worker.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
 
+NEW_MODEL_RETRY_S = 5.0  # a replica that cannot adopt another replica's new model yet tries again this often
+
 
 @dataclass(frozen=True, slots=True)
 class Serving:
@@ -101,6 +103,7 @@ class IndexFollower:
                                    on_result=lambda r: on_recall and on_recall(task, opts.canary_k, r))
         self.swaps = 0
         self.last_error: str | None = None
+        self.model_error: str | None = None  # why another replica's new model is not adopted yet (retried)
         self.upgrade: dict[str, Any] | None = None  # progress of a model upgrade (service.worker.upgrade)
         self.freeze_gc = freeze_gc  # gc.freeze() after start and swaps: no full-GC stalls mid-rebuild (fairness.py)
         self._serving = Serving(index.model_version, index)
@@ -108,7 +111,8 @@ class IndexFollower:
         self.swap_lock = asyncio.Lock()  # one snapshot adoption or cut-over at a time
         self._requested_at = -math.inf
         self._rejected: set[str] = set()  # snapshot versions that failed to load
-        self._notified: set[str] = set()
+        self._notified: set[str] = set()  # new-model snapshots handed to `on_new_model` successfully
+        self._notify_after = 0.0  # monotonic time before which a failed `on_new_model` is not retried
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Subscription | None = None
 
@@ -289,12 +293,24 @@ class IndexFollower:
         await self.check_triggers()
 
     async def _tell_new_model(self, info: SnapshotInfo) -> None:
-        if self.on_new_model is None or info.version in self._notified or self.upgrading:
+        """Hand a snapshot of another model version to `on_new_model` (which raises when it cannot adopt it
+        yet: the version missing from this replica's repository, the backend down); retried every
+        `NEW_MODEL_RETRY_S` until it succeeds, the reason kept in `model_error` meanwhile."""
+        if (self.on_new_model is None or info.version in self._notified or self.upgrading
+                or time.monotonic() < self._notify_after):
+            return
+        try:
+            result = self.on_new_model(info)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception as exc:
+            self.model_error = (f"the gallery moved to model {info.model_version}; this replica serves "
+                                f"{self.model_version} and cannot adopt it yet: {type(exc).__name__}: {exc}")
+            self._notify_after = time.monotonic() + NEW_MODEL_RETRY_S
+            log.warning("%s: %s (retrying in %.0f s)", self.task, self.model_error, NEW_MODEL_RETRY_S)
             return
         self._notified.add(info.version)
-        result = self.on_new_model(info)
-        if asyncio.iscoroutine(result):
-            await result
+        self.model_error = None
 
     # -- background loops ------------------------------------------------------------------------
 
@@ -327,7 +343,7 @@ class IndexFollower:
             try:
                 announced = await self._subscription.next(self.opts.poll_interval_s)
                 await self.poll(announced)
-                self.last_error = None
+                self.last_error = self.model_error
             except asyncio.CancelledError:
                 raise
             except ModelVersionError as exc:

@@ -14,8 +14,9 @@ backend's embed for the new version passed in. Steps:
    and adopt the snapshot once they can embed with it.
 Items without a kept image cannot be re-embedded: the upgrade refuses to start (`UpgradeError` names
 them) unless `drop_missing`, which deletes them at the cut-over (their clients must re-enroll).
-In distributed mode the write lock pauses this gateway only: pause writes on the other replicas for the
-cut-over (their writes meanwhile would be overwritten by the rewrite).
+In distributed mode the write lock pauses this gateway only; other replicas are stopped by the store's
+model-version fence, moved to the new model before the rewrite: their old-model writes are refused (503,
+retry) until they adopt the new model's snapshot, and those made before the move are rewritten.
 """
 
 from __future__ import annotations
@@ -148,6 +149,22 @@ async def rewrite_store(follower: IndexFollower, reembed: Reembedder, dropped: l
     return ranges
 
 
+async def fenced_rewrite(follower: IndexFollower, reembed: Reembedder, missing: list[str],
+                         drop_missing: bool) -> list[tuple[int, int]]:
+    """Move the store's model-version fence to the new model, then rewrite the records. From the move on, no
+    replica still on the old model can write (its writes are refused until it adopts the new model), so
+    the rewrite, which reads the records after the move, converts every old record there will ever be.
+    On failure the fence goes back: nothing was written yet (`rewrite_store` converts before writing)."""
+    store = follower.store
+    old = await store.model_version()
+    await store.set_model_version(reembed.model_version)
+    try:
+        return await rewrite_store(follower, reembed, missing, drop_missing=drop_missing)
+    except BaseException:
+        await store.set_model_version(old or follower.model_version)
+        raise
+
+
 def in_ranges(ranges: list[tuple[int, int]]) -> Any:
     """A predicate: is an offset inside one of the sorted, disjoint ranges?"""
     starts = [a for a, _ in ranges]
@@ -182,7 +199,7 @@ async def upgrade_model(follower: IndexFollower, model_version: str, embed: Embe
             await follow_log(index, follower.store, reembed=reembed)  # writes made while it was built
             async with write_lock or asyncio.Lock():
                 await follow_log(index, follower.store, reembed=reembed)
-                ranges = await rewrite_store(follower, reembed, missing, drop_missing=drop_missing)
+                ranges = await fenced_rewrite(follower, reembed, missing, drop_missing)
                 await follower.cut_over(index, reembed=reembed, skip=in_ranges(ranges))
         cached.cache.clear()  # served now; later old-model records are few
         info = await save_upgrade_snapshot(follower, index, snapshots, point.recall if point else None,

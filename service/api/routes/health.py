@@ -8,7 +8,7 @@ import logging
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.runtime import Runtime
+from service.api.runtime import Runtime, TaskRuntime
 from service.api.schemas import Readiness
 from service.metrics import CONTENT_TYPE
 
@@ -30,13 +30,20 @@ async def backend_healthy(runtime: Runtime) -> bool:
         return False
 
 
+def index_check(task: TaskRuntime) -> str:
+    """'ok', or why the task's index cannot serve (including: behind another replica's model upgrade)."""
+    if task.problem or task.index is None:
+        return task.problem or "not loaded"
+    return (task.follower.model_error if task.follower is not None else None) or "ok"
+
+
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}})
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: models loaded, inference backend reachable, every task's index loaded. 503 otherwise."""
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     if runtime is None:
         return JSONResponse({"ready": False, "checks": {"started": False}}, status_code=503)
-    indexes = {name: t.problem or ("ok" if t.index is not None else "not loaded") for name, t in runtime.tasks.items()}
+    indexes = {name: index_check(t) for name, t in runtime.tasks.items()}
     checks = {
         "backend": await backend_healthy(runtime),
         "models": sorted(runtime.backend.models()),

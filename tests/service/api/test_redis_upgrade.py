@@ -12,10 +12,9 @@ As in test_upgrade_route: the two versions are unrelated random ViTs, under whic
 ≈ 0.998 and an image searched for itself ≈ 1.0 — but only when the query and the index are of one model,
 so a self-search scoring > 0.99 with the right top id proves no mix.
 
-The xfail(strict) tests below hold open the window between A's cut-over and B's adoption (B's repository gets
-ufo_face/2 late) to reproduce two service bugs deterministically: a failed adoption is never retried, and an
-image enrolled on B inside that window stays an old-model store record that a restarted replica drops or
-cannot build its index with."""
+The last tests hold open the window between A's cut-over and B's adoption (B's repository gets ufo_face/2
+late): B retries the adoption until it can, and meanwhile is not ready and refuses writes (the store's
+model-version fence), so no old-model record enters the gallery."""
 
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ from tests.service.worker.conftest import RedisServer
 
 from .conftest import LiveServer, export_random_vit, start_server
 from .test_redis_replicas import POLL_S, index_of, wait_until
-from .test_upgrade_route import enroll_images, self_search, wait_for_upgrade
+from .test_upgrade_route import b64, enroll_images, self_search, wait_for_upgrade
 
 N_PEOPLE = 8
 ADOPT_S = 60.0  # bound on the wait for B to adopt the new model (no timing assertion)
@@ -220,7 +219,7 @@ def split_replicas(api_repo: Path, tmp_path: Path, redis_url: str,
         export_random_vit(repo_a, "face", "ufo_face", seed=7)
         assert a.post("/v1/tasks/face/model/upgrade", json={}).status_code == 202
         assert wait_for_upgrade(a)["state"] == "done"
-        wait_until(lambda: servers[1].logs(), lambda text: "adopting model ufo_face/2" in text,
+        wait_until(lambda: servers[1].logs(), lambda text: "cannot adopt it yet" in text,
                    "B tried to adopt ufo_face/2")
         assert model_of(b)["model_version"] == "ufo_face/1"  # it has no ufo_face/2 to embed with
     return servers, repo_a, repo_b, settings
@@ -232,8 +231,6 @@ def give_version_2(repo_a: Path, repo_b: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, reason="service bug: IndexFollower._tell_new_model marks a snapshot as notified "
-                   "before on_new_model succeeds, so a failed adoption is never retried")
 def test_replica_adopts_the_new_model_once_its_repository_has_it(
         api_repo: Path, tmp_path: Path, redis_store: RedisServer, faces: dict[str, list[bytes]]) -> None:
     gallery = {person: faces[person][0] for person in list(faces)[:N_PEOPLE]}
@@ -252,40 +249,37 @@ def test_replica_adopts_the_new_model_once_its_repository_has_it(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, reason="service bug: an image enrolled on a replica still serving the old model "
-                   "after another replica's cut-over stays an old-model record in the store forever; a restart "
-                   "then cannot build the index (ModelVersionError) or, adopting the announced snapshot, skips it")
-@pytest.mark.parametrize("index_on_disk", [False, True], ids=["fresh-start", "index-saved-by-A"])
-def test_image_enrolled_before_a_replica_adopts_survives_its_restart(
-        api_repo: Path, tmp_path: Path, redis_store: RedisServer, faces: dict[str, list[bytes]],
-        index_on_disk: bool) -> None:
+def test_a_replica_behind_the_galleries_model_refuses_writes_until_it_adopts(
+        api_repo: Path, tmp_path: Path, redis_store: RedisServer, faces: dict[str, list[bytes]]) -> None:
     people = list(faces)
     gallery = {person: faces[person][0] for person in people[:N_PEOPLE]}
     servers, repo_a, repo_b, settings = split_replicas(api_repo, tmp_path, redis_store.url, gallery)
     try:
         late = {"late-b": faces[people[N_PEOPLE]][0]}
         with servers[0].client() as a, servers[1].client() as b:
-            enroll_images(b, late)  # B still embeds with ufo_face/1
+            refused = b.post("/v1/tasks/face/items", json={"id": "late-b", "image": b64(late["late-b"])})
+            assert refused.status_code == 503 and refused.headers["retry-after"]
+            assert "moved to model ufo_face/2" in refused.json()["detail"]  # the store's fence said no
+            ready = b.get("/readyz")
+            assert ready.status_code == 503 and "cannot adopt it yet" in ready.json()["checks"]["indexes"]["face"]
+            assert "cannot adopt it yet" in index_of(b)["detail"]
+            versions = {a.get(f"/v1/tasks/face/items/{i}").json()["model_version"] for i in gallery}
+            assert versions == {"ufo_face/2"}  # no old-model record entered the store
+            give_version_2(repo_a, repo_b)
+            wait_until(lambda: model_of(b)["model_version"], lambda v: v == "ufo_face/2", "B adopts ufo_face/2")
+            assert b.get("/readyz").status_code == 200
+            enroll_images(b, late)  # now accepted, by the new model
             gallery |= late
             found = wait_until(lambda: self_search(a, "", late["late-b"]), lambda hit: hit[0] == "late-b",
-                               "A finds B's item (re-embedded from its kept image)")
+                               "A finds B's item")
             assert found[1] > 0.999 and found[2] == "ufo_face/2"
-            announced = index_of(a)["version"]
-            assert announced is not None
-        give_version_2(repo_a, repo_b)
         servers[1].stop()
-        if index_on_disk:  # A's shutdown saves its index (with late-b) where B's start looks for one first
-            servers[0].stop()
-        else:
-            (tmp_path / "shared" / "index" / "face.snapshot").unlink(missing_ok=True)  # (B's own save)
-        servers[1] = start_server(repo_b, tmp_path / "b", **settings)  # B restarted with ufo_face/2 available
+        (tmp_path / "shared" / "index" / "face.snapshot").unlink(missing_ok=True)  # rebuilt from the store
+        servers[1] = start_server(repo_b, tmp_path / "b", **settings)
         with servers[1].client() as b:
             assert model_of(b)["model_version"] == "ufo_face/2"
             index = index_of(b)
-            assert index["state"] == "ready", index["detail"]
-            index = wait_until(lambda: index_of(b), lambda i: i["version"] == announced,
-                               "restarted B follows the announced snapshot")
-            assert (index["size"], len(gallery)) == (len(gallery), N_PEOPLE + 1)
+            assert index["state"] == "ready" and index["size"] == len(gallery) == N_PEOPLE + 1, index
             for item_id, image in gallery.items():
                 top, score, version = self_search(b, item_id, image)
                 assert (top, version) == (item_id, "ufo_face/2") and score > 0.999

@@ -103,6 +103,7 @@ async def test_rebuild_to_ivf_and_refusals(store: SQLiteStore) -> None:
     assert index.factory == "IVF{nlist},Flat"
     assert_index_matches(index, await state_of(store))  # nprobe ≥ nlist: exhaustive
 
+    await store.set_model_version("v4")  # a gallery damaged by hand (a crashed upgrade): two versions in it
     await store.upsert(items(800, 801, seed=6, version="v4"))
     with pytest.raises(ModelVersionError, match="v4"):
         await catch_up(index, store)

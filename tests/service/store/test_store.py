@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from service.store import Change, ChangeLogTrimmed, GalleryStore, Item, replay_changes, same_item
+from service.store import Change, ChangeLogTrimmed, GalleryStore, Item, ModelVersionFenced, replay_changes, same_item
 from service.store.records import MixedDimensions
 
 pytestmark = pytest.mark.anyio
@@ -186,6 +186,24 @@ async def test_iter_pages_on_an_empty_store_yields_nothing(store: GalleryStore) 
 
 async def test_iter_pages_refuses_a_page_of_two_dimensions(store: GalleryStore) -> None:
     wide = Item("wide", np.ones(DIM * 2, np.float32), {}, "v2")
-    await store.upsert([make_item("a", 1), make_item("b", 2), wide])
+    await store.upsert([make_item("a", 1), make_item("b", 2)])
+    await store.set_model_version("v2")  # a gallery damaged by hand: the fence moved without a rewrite
+    await store.upsert([wide])
     with pytest.raises(MixedDimensions, match="different dimensions"):
         _ = [page async for page in store.iter_pages(batch=100)]
+
+
+async def test_the_model_version_fence_refuses_records_of_another_model(store: GalleryStore) -> None:
+    assert await store.model_version() is None
+    first = await store.upsert([make_item("a", 1), make_item("b", 2)])  # the first write sets the fence
+    assert await store.model_version() == "v1"
+    with pytest.raises(ModelVersionFenced, match="holds records of model v1; refusing records of v2"):
+        await store.upsert([make_item("c", 3, version="v2")])
+    with pytest.raises(ValueError, match="several model versions"):
+        await store.upsert([make_item("c", 3), make_item("d", 4, version="v2")])
+    assert await store.last_offset() == first and await store.count() == 2 and await store.get("c") is None
+    await store.set_model_version("v2")  # a model upgrade's cut-over moves it
+    assert await store.model_version() == "v2"
+    with pytest.raises(ModelVersionFenced):
+        await store.upsert([make_item("a", 1)])  # the old model's records are refused from now on
+    assert await store.upsert([make_item("a", 5, version="v2")]) == first + 1

@@ -76,7 +76,9 @@ async def test_flat_below_threshold_is_exact(sqlite_store: SQLiteStore, tmp_path
 
 
 async def test_refuses_two_model_versions(sqlite_store: SQLiteStore, tmp_path: Path) -> None:
-    await sqlite_store.upsert(items(50) + items(5, version="face-model/2", start=50))
+    await sqlite_store.upsert(items(50))
+    await sqlite_store.set_model_version("face-model/2")  # a gallery damaged by hand: two versions in it
+    await sqlite_store.upsert(items(5, version="face-model/2", start=50))
     with pytest.raises(ModelVersionError):
         await run_rebuild(Job("face", "request"), sqlite_store, SnapshotStore(tmp_path), IndexSettings())
     with pytest.raises(ModelVersionError):  # a job for a version the store does not hold
