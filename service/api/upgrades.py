@@ -62,8 +62,14 @@ def embed_with_version(runtime: Runtime, task: str) -> Embed:
 
 
 async def stored_model_version(store: GalleryStore) -> str | None:
-    """The gallery's model version: its fence (None before the first write)."""
-    return await store.model_version()
+    """The gallery's model version: its fence, else (a store written before fences) its first record's;
+    None when empty."""
+    fence = await store.model_version()
+    if fence is not None:
+        return fence
+    async for item in store.iter_items(1):
+        return item.model_version
+    return None
 
 
 async def missing_images(store: GalleryStore, keeper: ImageKeeper) -> tuple[int, list[str]]:
