@@ -1,8 +1,12 @@
 """Index snapshots: one data file (an uncompressed zip) plus a JSON sidecar with its checksum.
 
 Data file entries: header.json, main.faiss (FAISS's own format, streamed, CPU copy of GPU
-indexes), labels.json (label → id / metadata, null for dead labels), alive.npy, delta_xb.npy,
-delta_labels.npy. Arrays use numpy's .npy format without pickles.
+indexes), ids_utf8.npy + ids_ends.npy and metadata_utf8.npy + metadata_ends.npy (label → id / metadata
+JSON: the strings' UTF-8 concatenation as uint8 and each one's end in code points; "" for dead labels and
+empty metadata), alive.npy, delta_xb.npy, delta_labels.npy. Arrays use numpy's .npy format without pickles.
+Why not one labels.json (format /1): json.dumps/json.loads of 100k labels is ONE C call that holds the GIL
+13-15 ms, stalling a gateway's searches; decoding the arrays is one short C call plus a Python loop that
+yields the GIL at every switch interval. Snapshots of format /1 still load (labels.json); /2 is written.
 
 Each file is written to a temporary name, fsynced and moved into place with os.replace, the data
 file first and the sidecar last. A reader never sees a half-written file; a crash between the two
@@ -35,7 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = "ufo-index-snapshot/1"
+FORMAT = "ufo-index-snapshot/2"
+READABLE = (FORMAT, "ufo-index-snapshot/1")  # /1: labels in one labels.json, still loaded, no longer written
 
 
 def sidecar_path(path: Path) -> Path:
@@ -75,6 +80,37 @@ def _read_array(zf: zipfile.ZipFile, name: str) -> np.ndarray:
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
+def _metadata_json(metadata: dict[str, Any]) -> str:
+    return json.dumps(metadata, separators=(",", ":"))
+
+
+def encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Strings → (their UTF-8 concatenation as uint8, int64 end offsets in code points)."""
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+    joined = "".join(texts).encode("utf-8", "surrogatepass")  # ids from JSON may hold lone surrogates
+    return np.frombuffer(joined, dtype=np.uint8), ends
+
+
+def decode_texts(blob: np.ndarray, ends: np.ndarray) -> list[str]:
+    """Inverse of `encode_texts`: one decode (a short C call), then slices in a loop that yields the GIL."""
+    text = blob.tobytes().decode("utf-8", "surrogatepass")
+    bounds = [0, *ends.tolist()]
+    if bounds[-1] != len(text):
+        raise ValueError(f"label offsets end at {bounds[-1]}, the text holds {len(text)} characters")
+    return [text[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _read_labels(zf: zipfile.ZipFile, fmt: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """(ids, metadata) per label; "" / {} for dead labels."""
+    if fmt != FORMAT:  # /1: one JSON document, null for dead labels
+        labels = json.loads(zf.read("labels.json"))
+        return ([i if i is not None else "" for i in labels["ids"]],
+                [m if m is not None else {} for m in labels["metadata"]])
+    ids, meta = ((decode_texts(_read_array(zf, f"{n}_utf8.npy"), _read_array(zf, f"{n}_ends.npy")))
+                 for n in ("ids", "metadata"))
+    return ids, [json.loads(m) if m else {} for m in meta]
+
+
 def _capture(index: VectorIndex) -> dict[str, Any]:
     """Copy what a snapshot needs under the write lock (O(labels), no vector copies of main)."""
     with index._lock:
@@ -89,8 +125,8 @@ def _capture(index: VectorIndex) -> dict[str, Any]:
                 "has_main": gen.main is not None,
             },
             "main": gen.main,
-            "ids": [item_id if ok else None for item_id, ok in zip(view.ids[:n], alive.tolist(), strict=True)],
-            "metadata": [m if ok else None for m, ok in zip(view.metadata[:n], alive.tolist(), strict=True)],
+            "ids": view.ids[:n],  # shallow copies (one C call): the encoding happens outside the lock
+            "metadata": view.metadata[:n],
             "alive": alive,
             "delta_xb": view.delta_xb[: view.n_delta],  # rows below n_delta never change
             "delta_labels": view.delta_labels[: view.n_delta].copy(),
@@ -103,8 +139,13 @@ def _write_data(state: dict[str, Any], target: Path) -> None:
         if state["main"] is not None:
             with zf.open("main.faiss", "w", force_zip64=True) as f:
                 faiss.write_index(to_cpu(state["main"]), faiss.PyCallbackIOWriter(f.write))
-        with zf.open("labels.json", "w", force_zip64=True) as f:
-            f.write(json.dumps({"ids": state["ids"], "metadata": state["metadata"]}).encode())
+        live = state["alive"].tolist()
+        ids = [item_id if ok else "" for item_id, ok in zip(state["ids"], live, strict=True)]
+        meta = [_metadata_json(m) if ok and m else "" for m, ok in zip(state["metadata"], live, strict=True)]
+        for name, texts in (("ids", ids), ("metadata", meta)):
+            blob, ends = encode_texts(texts)
+            _write_array(zf, f"{name}_utf8.npy", blob)
+            _write_array(zf, f"{name}_ends.npy", ends)
         for name in ("alive", "delta_xb", "delta_labels"):
             _write_array(zf, f"{name}.npy", state[name])
     with target.open("rb+") as f:
@@ -165,8 +206,8 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         raise SnapshotError(f"snapshot {path} has no sidecar {side.name}: cannot verify it, refusing to load") from exc
     except (OSError, ValueError) as exc:
         raise SnapshotError(f"snapshot sidecar {side} is unreadable: {exc}") from exc
-    if sidecar.get("format") != FORMAT:
-        raise SnapshotError(f"snapshot {path}: unknown format {sidecar.get('format')!r}, expected {FORMAT!r}")
+    if sidecar.get("format") not in READABLE:
+        raise SnapshotError(f"snapshot {path}: unknown format {sidecar.get('format')!r}, expected one of {READABLE}")
     return sidecar
 
 
@@ -198,11 +239,12 @@ def load_snapshot(path: Path, *, model_version: str | None = None, use_gpu: bool
             if header["has_main"]:
                 with zf.open("main.faiss") as f:
                     main = faiss.read_index(faiss.PyCallbackIOReader(f.read))
-            labels = json.loads(zf.read("labels.json"))
+            ids, metadata = _read_labels(zf, header.get("format", FORMAT))
             alive, delta_xb, delta_labels = (_read_array(zf, f"{n}.npy") for n in ("alive", "delta_xb", "delta_labels"))
     except (zipfile.BadZipFile, KeyError, RuntimeError, ValueError) as exc:
         raise SnapshotError(f"snapshot {path} cannot be read: {exc}") from exc
-    if header["model_version"] != sidecar["model_version"] or len(alive) != header["n_labels"]:
+    if (header["model_version"] != sidecar["model_version"] or header.get("format") != sidecar["format"]
+            or not len(alive) == len(ids) == len(metadata) == header["n_labels"]):
         raise SnapshotError(f"snapshot {path}: header and sidecar disagree; refusing to load")
     index = VectorIndex(header["dim"], header["model_version"], factory=header["factory"],
                         search_params=header["search_params"])
@@ -211,18 +253,17 @@ def load_snapshot(path: Path, *, model_version: str | None = None, use_gpu: bool
         main = to_gpu(main)
     if main is not None and header["search_params"]:
         set_search_params(main, header["search_params"])
-    index._gen = _restore_generation(header["dim"], main, labels, alive, delta_xb, delta_labels)
+    index._gen = _restore_generation(header["dim"], main, ids, metadata, alive, delta_xb, delta_labels)
     index._view = index._gen.view()
     log.info("loaded snapshot %s: %d items (%d main, %d delta), offset %d in %.2f s", path, len(index),
              index.main_size, index.delta_size, index.offset, time.perf_counter() - t0)
     return index
 
 
-def _restore_generation(dim: int, main: faiss.Index | None, labels: dict[str, list[Any]], alive: np.ndarray,
-                        delta_xb: np.ndarray, delta_labels: np.ndarray) -> Generation:
+def _restore_generation(dim: int, main: faiss.Index | None, ids: list[str], metadata: list[dict[str, Any]],
+                        alive: np.ndarray, delta_xb: np.ndarray, delta_labels: np.ndarray) -> Generation:
     gen = Generation(dim, main)
-    gen.ids = [i if i is not None else "" for i in labels["ids"]]
-    gen.metadata = [m if m is not None else {} for m in labels["metadata"]]
+    gen.ids, gen.metadata = ids, metadata
     gen.alive = alive.astype(bool).copy()
     gen.id_to_label = {gen.ids[label]: label for label in np.flatnonzero(gen.alive).tolist()}
     gen.delta_xb = np.ascontiguousarray(delta_xb, dtype=np.float32).reshape(-1, dim)
