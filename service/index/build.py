@@ -102,6 +102,19 @@ def build_index(
     return index
 
 
+def build_main(xb: np.ndarray, factory: str, *, search_params: str = "", train_sample: int | None = None,
+               use_gpu: bool | None = None) -> faiss.Index:
+    """`build_index` over labels 0..n-1 (row positions); a gallery too small to train `factory` gets an exact
+    Flat index for now (the next rebuild retries). Pure FAISS work: it holds the GIL only between calls."""
+    labels = np.arange(len(xb))
+    options = {"train_sample": train_sample, "use_gpu": use_gpu}
+    try:
+        return build_index(xb, labels, factory, search_params=search_params, **options)
+    except TrainingSizeError as exc:  # a young gallery: exact search until it grows
+        log.warning("%s; building Flat for now (the next rebuild retries %r)", exc, factory)
+        return build_index(xb, labels, "Flat", **options)
+
+
 def _ivf_nlist(index: faiss.Index) -> int:
     """Number of IVF lists (1 for indexes without an IVF level)."""
     try:

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from service.index.build import build_index, is_gpu_index, set_search_params
-from service.index.errors import TrainingSizeError
+from service.index.build import build_main, is_gpu_index, set_search_params
 from service.index.search import GPU_MAX_K, Hit, Query, SearchResult, search_view
 from service.index.state import Generation, IndexView
 from service.index.vectors import check_model_version, prepare
@@ -63,6 +62,23 @@ def _as_id_list(ids: Sequence[str] | str) -> list[str]:
         if not isinstance(item_id, str) or not item_id:
             raise ValueError(f"ids must be non-empty strings, got {item_id!r}")
     return ids
+
+
+def _check_unique(ids: list[str], n: int) -> None:
+    if len(ids) != n or len(set(ids)) != len(ids):
+        raise ValueError(f"need {n} unique ids for {n} vectors, got {len(ids)} ({len(set(ids))} unique)")
+
+
+def _check_metadata(metadata: Sequence[Mapping[str, Any]] | None, n: int) -> list[dict[str, Any]]:
+    """Metadata per row as fresh dicts ({} for each when None)."""
+    if metadata is None:
+        return [{} for _ in range(n)]
+    if len(metadata) != n:
+        raise ValueError(f"got {len(metadata)} metadata entries for {n} vectors")
+    for m in metadata:
+        if not isinstance(m, Mapping):
+            raise ValueError(f"metadata entries must be mappings, got {type(m).__name__}")
+    return [dict(m) for m in metadata]
 
 
 def _dedupe_last(
@@ -117,22 +133,32 @@ class VectorIndex:
         index = cls(int(np.shape(xb)[-1]), model_version, factory=factory, search_params=search_params)
         ids = _as_id_list(ids)
         xb = prepare(xb, index.dim)
-        if len(ids) != len(xb) or len(set(ids)) != len(ids):
-            raise ValueError(f"need {len(xb)} unique ids for {len(xb)} vectors, "
-                             f"got {len(ids)} ({len(set(ids))} unique)")
-        meta = index._check_metadata(metadata, len(ids))
+        _check_unique(ids, len(xb))
+        meta = _check_metadata(metadata, len(ids))
+        main = None
         if ids:
-            options = {"train_sample": train_sample, "use_gpu": use_gpu}
-            try:
-                main = build_index(xb, np.arange(len(ids)), factory, search_params=search_params, **options)
-            except TrainingSizeError as exc:  # a young gallery: exact search until it grows
-                log.warning("%s; building Flat for now (the next rebuild retries %r)", exc, factory)
-                main = build_index(xb, np.arange(len(ids)), "Flat", **options)
-            index._gen = Generation.with_main(index.dim, main, ids, meta)
-            index._view = index._gen.view()
-        index.offset = offset
-        index.built_at = time.time()
-        return index
+            main = build_main(xb, factory, search_params=search_params, train_sample=train_sample, use_gpu=use_gpu)
+        return index._adopt_main(ids, main, meta, offset)
+
+    @classmethod
+    def from_main(cls, dim: int, ids: Sequence[str], main: faiss.Index | None,
+                  metadata: Sequence[Mapping[str, Any]] | None = None, *, model_version: str, factory: str,
+                  search_params: str = "", offset: int = 0) -> VectorIndex:
+        """An index over a main built elsewhere (e.g. `build_main` in a background thread): its labels
+        0..n-1 are the positions of `ids`. `main` may be None when there are no ids."""
+        index = cls(dim, model_version, factory=factory, search_params=search_params)
+        ids = _as_id_list(ids)
+        _check_unique(ids, 0 if main is None else int(main.ntotal))
+        return index._adopt_main(ids, main, _check_metadata(metadata, len(ids)), offset)
+
+    def _adopt_main(self, ids: list[str], main: faiss.Index | None, meta: list[dict[str, Any]],
+                    offset: int) -> VectorIndex:
+        if ids and main is not None:
+            self._gen = Generation.with_main(self.dim, main, ids, meta)
+            self._view = self._gen.view()
+        self.offset = offset
+        self.built_at = time.time()
+        return self
 
     @classmethod
     def from_items(cls, items: Sequence[Item], *, model_version: str, dim: int | None = None,
@@ -187,16 +213,6 @@ class VectorIndex:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def _check_metadata(self, metadata: Sequence[Mapping[str, Any]] | None, n: int) -> list[dict[str, Any]]:
-        if metadata is None:
-            return [{} for _ in range(n)]
-        if len(metadata) != n:
-            raise ValueError(f"got {len(metadata)} metadata entries for {n} vectors")
-        for m in metadata:
-            if not isinstance(m, Mapping):
-                raise ValueError(f"metadata entries must be mappings, got {type(m).__name__}")
-        return [dict(m) for m in metadata]
-
     def upsert(
         self,
         ids: Sequence[str] | str,
@@ -212,7 +228,7 @@ class VectorIndex:
         xb = prepare(xb, self.dim)
         if len(ids) != len(xb):
             raise ValueError(f"got {len(ids)} ids for {len(xb)} vectors")
-        ids, xb, meta = _dedupe_last(ids, xb, self._check_metadata(metadata, len(ids)))
+        ids, xb, meta = _dedupe_last(ids, xb, _check_metadata(metadata, len(ids)))
         with self._lock:
             self._apply_upsert(self._gen, ids, xb, meta, publish=True)
             self._record(_JournalEntry("upsert", ids, xb, meta, offset))

@@ -6,6 +6,12 @@ scheduler prefers the search threads, while an otherwise idle machine still give
 For a separate process (`ufo worker`) only: a reniced thread inside the gateway that holds the GIL waits
 longer for a CPU, and every search then waits for it (priority inversion through the GIL).
 
+FAISS: its calls release the GIL for their whole length, so the FAISS part of a build (train, add, tuning
+searches: seconds of CPU) holds the GIL only for the glue between calls. `run_niced` runs such work in a fresh
+thread reniced to the bottom, in the gateway too: measured here, that phase was where most slow searches of a
+rebuild fell (the build thread and the searches competing for two cores). A fresh thread, because an
+unprivileged thread cannot undo its renice; Python work that holds the GIL stays at normal priority.
+
 GIL: a rebuild job run in a gateway thread (its store read decodes rows in Python) and a snapshot load (its
 labels are parsed in Python) hold the GIL in long stretches. CPython hands the GIL to a waiting thread
 only every `sys.getswitchinterval()` (5 ms), so every search that needs the GIL meanwhile waits up to
@@ -25,15 +31,21 @@ reference cycles among them would never be collected, and the index holds none.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +89,12 @@ def freeze_gc() -> None:
     gc.freeze()
     log.debug("froze %d objects out of the cyclic GC in %.1f ms", gc.get_freeze_count(),
               1e3 * (time.perf_counter() - t0))
+
+
+async def run_niced(nice: int, fn: Callable[..., T], /, *args: Any) -> T:
+    """`fn(*args)` in a fresh thread reniced by `nice` (see the module docstring: GIL-free work only)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="niced", initializer=lower_priority, initargs=(nice,))
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+    finally:
+        pool.shutdown(wait=False)  # the thread exits when fn returns; a cancelled caller does not wait for it

@@ -26,17 +26,20 @@ import numpy as np
 
 from service.config import IndexSettings
 from service.index import OperatingPoint, VectorIndex, exact_knn, resolve_factory, tune_search_params
+from service.index.build import build_main
 from service.index.errors import ModelVersionError
 from service.index.vectors import normalize_rows
 from service.store import open_store
 from service.store.base import GalleryStore
 from service.store.records import ItemPage, MixedDimensions
+from service.worker.fairness import run_niced
 from service.worker.records import Job, SnapshotInfo
 from service.worker.snapshots import SnapshotStore, annotate_sidecar
 
 log = logging.getLogger(__name__)
 
 RECALL_K = 10
+BUILD_NICE = 19  # the FAISS part of a build, see `build_beside` (a `ufo worker` at nice 10 reaches the cap: 19)
 
 
 class NothingToBuild(ValueError):
@@ -138,30 +141,50 @@ def held_out_queries(main: faiss.Index, xb: np.ndarray, n: int, seed: int = 7) -
     return np.ascontiguousarray(xq / np.linalg.norm(xq, axis=1, keepdims=True), dtype=np.float32)
 
 
-def tune(index: VectorIndex, xb: np.ndarray, opts: IndexSettings) -> OperatingPoint | None:
-    """Tune `index`'s main to `recall_target` recall@10 on held-out queries vs exact search over `xb` (the
-    normalised build vectors); None when the index has no main or is too small to hold k neighbours."""
-    main = index.main
+def tune(main: faiss.Index | None, xb: np.ndarray, opts: IndexSettings) -> OperatingPoint | None:
+    """Tune `main` (applied to it) to `recall_target` recall@10 on held-out queries vs exact search over `xb`
+    (the normalised build vectors); None when there is no main or too few vectors to hold k neighbours."""
     if main is None or len(xb) <= RECALL_K:
         return None
     xq = held_out_queries(main, xb, opts.tune_queries)
     _, gt = exact_knn(xq, xb, RECALL_K)
-    point = tune_search_params(main, xq, gt, k=RECALL_K, target_recall=opts.recall_target)
-    index.set_search_params(point.params)
-    return point
+    return tune_search_params(main, xq, gt, k=RECALL_K, target_recall=opts.recall_target)
 
 
-def build_tuned(gallery: Gallery, factory: str, opts: IndexSettings, *,
-                threads: int | None = None) -> tuple[VectorIndex, OperatingPoint | None, float]:
-    """Build and tune (blocking; run it in a thread). Returns (index, operating point, FAISS build seconds).
+def build_main_tuned(xb: np.ndarray, factory: str, opts: IndexSettings,
+                     threads: int | None = None) -> tuple[faiss.Index | None, OperatingPoint | None, float]:
+    """The FAISS part of a build (blocking, GIL-free but for the glue between FAISS calls): the main index over
+    labels 0..n-1 and its tuned operating point. Returns (main, point, FAISS build seconds).
     `threads`: FAISS OpenMP threads for this thread (1 inside a gateway so searches keep a core)."""
     if threads:
         faiss.omp_set_num_threads(threads)
     t0 = time.perf_counter()
-    index = VectorIndex.build(gallery.ids, gallery.xb, gallery.metadata, model_version=gallery.model_version,
-                              factory=factory, offset=gallery.offset)
+    main = build_main(xb, factory) if len(xb) else None
     faiss_seconds = time.perf_counter() - t0
-    return index, tune(index, gallery.xb, opts), faiss_seconds
+    return main, tune(main, xb, opts), faiss_seconds
+
+
+def assemble(gallery: Gallery, main: faiss.Index | None, point: OperatingPoint | None, factory: str) -> VectorIndex:
+    """The VectorIndex over a main built from `gallery` (the Python part: ids, metadata, id → label)."""
+    return VectorIndex.from_main(gallery.xb.shape[1], gallery.ids, main, gallery.metadata,
+                                 model_version=gallery.model_version, factory=factory,
+                                 search_params="" if point is None else point.params, offset=gallery.offset)
+
+
+def build_tuned(gallery: Gallery, factory: str, opts: IndexSettings, *,
+                threads: int | None = None) -> tuple[VectorIndex, OperatingPoint | None, float]:
+    """Build and tune in the calling thread (blocking). Returns (index, operating point, FAISS build seconds)."""
+    main, point, faiss_seconds = build_main_tuned(gallery.xb, factory, opts, threads)
+    return assemble(gallery, main, point, factory), point, faiss_seconds
+
+
+async def build_beside(gallery: Gallery, factory: str, opts: IndexSettings, *, threads: int | None = None,
+                       nice: int = BUILD_NICE) -> tuple[VectorIndex, OperatingPoint | None, float]:
+    """`build_tuned` for a process that also serves searches: the FAISS part (seconds of CPU, no GIL) in a thread
+    reniced by `nice`, so under CPU contention the scheduler runs the search threads first; the Python part
+    (which holds the GIL, where a reniced thread would make searches wait for it) at normal priority."""
+    main, point, faiss_seconds = await run_niced(nice, build_main_tuned, gallery.xb, factory, opts, threads)
+    return await asyncio.to_thread(assemble, gallery, main, point, factory), point, faiss_seconds
 
 
 async def run_rebuild(job: Job, store: GalleryStore, snapshots: SnapshotStore, opts: IndexSettings, *,
@@ -173,7 +196,7 @@ async def run_rebuild(job: Job, store: GalleryStore, snapshots: SnapshotStore, o
     gallery = await read_gallery(store, job.model_version or (latest.model_version if latest else None), dim=dim)
     t_read = time.perf_counter() - t0
     factory = choose_factory(len(gallery.ids), gallery.xb.shape[1], opts)
-    index, point, faiss_seconds = await asyncio.to_thread(build_tuned, gallery, factory, opts, threads=threads)
+    index, point, faiss_seconds = await build_beside(gallery, factory, opts, threads=threads)
     version = snapshots.new_version(gallery.offset, job.id)
     path = snapshots.data_path(job.task, version)
     sidecar = await asyncio.to_thread(index.save, path)
