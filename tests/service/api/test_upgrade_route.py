@@ -19,7 +19,9 @@ import httpx
 import numpy as np
 import pytest
 
-from .conftest import LiveServer, export_random_vit, start_server
+from model_store.triton import TritonServer
+
+from .conftest import MODELS, LiveServer, export_random_vit, start_server
 
 N_PEOPLE = 8
 
@@ -215,3 +217,28 @@ def test_upgrade_without_kept_images_says_clients_must_reenroll(repo: Path, tmp_
             assert client.get("/v1/tasks/face/model").json()["model_version"] == "ufo_face/1"
     finally:
         server.stop()
+
+
+def test_upgrade_on_the_triton_backend(repo: Path, tmp_path: Path, gallery: dict[str, bytes]) -> None:
+    """The same cut-over with a real tritonserver embedding: the backend asks it to reload the model, which
+    then serves both versions (`version_policy: all`) until the old one is released."""
+    with TritonServer(repo, load_models=list(MODELS.values()), ready_timeout_s=120) as triton:
+        server = start_server(repo, tmp_path / "gw", backend="triton", triton__url=triton.grpc_url,
+                              triton__load_models="true")
+        try:
+            with server.client() as client:
+                enroll_images(client, gallery)
+                export_random_vit(repo, "face", "ufo_face", seed=7)
+                with SelfSearches(server, gallery) as load:
+                    assert client.post("/v1/tasks/face/model/upgrade", json={}).status_code == 202
+                    assert wait_for_upgrade(client)["state"] == "done"
+                    time.sleep(0.5)
+                assert not load.failures, load.failures[:3]
+                assert all(top == query and score > 0.99 for query, top, score, _ in load.answers)
+                assert {version for *_, version in load.answers} == {"ufo_face/1", "ufo_face/2"}
+                for item_id, image in gallery.items():
+                    top, score, version = self_search(client, item_id, image)
+                    assert (top, version) == (item_id, "ufo_face/2") and score > 0.999
+                assert client.get("/readyz").status_code == 200
+        finally:
+            server.stop()
