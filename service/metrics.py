@@ -81,6 +81,9 @@ class GatewayMetrics:
         self.recall = Gauge(f"{PREFIX}_index_recall_at_k", "Recall canary: recall@k of sampled live queries vs "
                             "exact search", ["task", "k"], registry=r)
         self.ready = Gauge(f"{PREFIX}_ready", "1 when the last readiness check passed", registry=r)
+        self.upgrades = Counter(f"{PREFIX}_model_upgrades", "Model upgrades: done, failed or refused here, or "
+                                "adopted from another replica", ["task", "outcome"], registry=r)
+        self._model_labels: dict[str, tuple[str, ...]] = {}
 
     # -- hooks handed to the inference backend (called from its worker threads) ------------------
 
@@ -98,7 +101,13 @@ class GatewayMetrics:
         self.request_seconds.labels(route, task, str(status)).observe(seconds)
 
     def set_model(self, task: str, model_name: str, version: int, embedding_dim: int) -> None:
-        self.model_info.labels(task, model_name, str(version), str(embedding_dim)).set(1)
+        """The model serving `task` now (after an upgrade the previous one's series is removed)."""
+        labels = (task, model_name, str(version), str(embedding_dim))
+        previous = self._model_labels.get(task)
+        if previous is not None and previous != labels:
+            self.model_info.remove(*previous)
+        self._model_labels[task] = labels
+        self.model_info.labels(*labels).set(1)
 
     def set_recall(self, task: str, k: int, recall: float) -> None:
         """The recall canary's latest measurement (called from its thread)."""

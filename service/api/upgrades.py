@@ -163,16 +163,20 @@ async def run_upgrade(runtime: Runtime, task: TaskRuntime, info: ModelInfo, drop
     follower = task.follower
     assert follower is not None
     follower.upgrade = None  # `upgrade_model` sets its own status
+    outcome = "done"
     try:
         await upgrade_model(follower, model_version_of(info), embed_with_version(runtime, task.task),
                             image_keeper(runtime, task.task), snapshot_store(runtime.settings),
                             runtime.settings.index, write_lock=task.write_lock, drop_missing=drop_missing,
                             dim=info.embedding_dim)
     except UpgradeError as exc:
+        outcome = "refused"
         log.error("task %s: upgrade to %s refused: %s", task.task, model_version_of(info), exc)
     except Exception:
+        outcome = "failed"
         log.exception("task %s: upgrade to %s failed; still serving %s", task.task, model_version_of(info),
                       task.model_version)
+    runtime.metrics.upgrades.labels(task.task, outcome).inc()
     if task.info.version != info.version:
         await runtime.backend.unload_version(task.task, info.version)
 
@@ -191,6 +195,7 @@ def adopt_new_model(runtime: Runtime, task: TaskRuntime) -> Callable[[SnapshotIn
         reembed = Reembedder(image_keeper(runtime, task.task), embed_with_version(runtime, task.task),
                              snapshot.model_version)
         await follower.adopt_model(snapshot, reembed=reembed)
+        runtime.metrics.upgrades.labels(task.task, "adopted").inc()
 
     return adopt
 

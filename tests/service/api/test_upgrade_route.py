@@ -157,6 +157,11 @@ def test_upgrade_reembeds_beside_the_live_index_and_cuts_over(repo: Path, tmp_pa
             embedded = client.post("/v1/tasks/face/embed", json={"images": [b64(gallery["s29"])]}).json()
             assert embedded["model_version"] == "ufo_face/2"
             assert float(np.dot(embedded["embeddings"][0], v1_s29)) < 0.9  # another model's vector of the image
+            metrics = client.get("/metrics").text
+            assert 'ufo_model_upgrades_total{outcome="done",task="face"} 1.0' in metrics
+            served = [line for line in metrics.splitlines()
+                      if line.startswith("ufo_model_info{") and 'task="face"' in line]
+            assert len(served) == 1 and 'version="2"' in served[0], served  # the old model's series is gone
         server.stop()
         assert "Traceback" not in server.logs(), server.logs()[-3000:]
 
