@@ -87,8 +87,9 @@ def freeze_gc() -> None:
     """gc.freeze(): exclude every object alive now from future full collections (see the module docstring)."""
     t0 = time.perf_counter()
     gc.freeze()
-    log.debug("froze %d objects out of the cyclic GC in %.1f ms", gc.get_freeze_count(),
-              1e3 * (time.perf_counter() - t0))
+    if log.isEnabledFor(logging.DEBUG):  # get_freeze_count walks every frozen object: ~7 ms at 100k items
+        log.debug("froze %d objects out of the cyclic GC in %.1f ms", gc.get_freeze_count(),
+                  1e3 * (time.perf_counter() - t0))
 
 
 async def run_niced(nice: int, fn: Callable[..., T], /, *args: Any) -> T:
