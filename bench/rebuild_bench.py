@@ -98,8 +98,10 @@ async def open_loop(searcher: CoalescingSearcher, xq: np.ndarray, qps: float, un
             if len(result.hits[0]) != 10:
                 raise RuntimeError("short result")
             window.latencies.append(time.perf_counter() - scheduled)
-        except Exception:
+        except Exception as exc:
             window.failures += 1
+            if window.failures <= 3:  # say why, not just how many
+                log.warning("failed search at %.2f s: %r", time.perf_counter() - t0, exc)
 
     while not until.is_set():
         scheduled = t0 + i / qps
@@ -290,12 +292,13 @@ def print_tables(latency: dict[str, dict], rows: list[dict], args: argparse.Name
           f"one centre per {args.per_centre} items, sigma {args.sigma}, d={args.d}.")
     if latency:
         print("\n| mode | items | index | steady p50 / p99 ms | during rebuild p50 / p99 ms | p99 ratio | failed | "
-              "requests | rebuild s (median) |\n|---|---|---|---|---|---|---|---|---|")
+              "requests | rebuild s (median) | load avg before → after |\n|---|---|---|---|---|---|---|---|---|---|")
         for mode, r in latency.items():
             s, d = r["steady"], r["during"]
             print(f"| {mode} | {args.n} | {r['factory']} [{r['params']}] | {s.pct(50):.2f} / {s.pct(99):.2f} | "
                   f"{d.pct(50):.2f} / {d.pct(99):.2f} | {d.pct(99) / s.pct(99):.2f}x | {s.failures + d.failures} | "
-                  f"{len(s.latencies) + len(d.latencies)} | {r['rebuild_s']:.1f} |")
+                  f"{len(s.latencies) + len(d.latencies)} | {r['rebuild_s']:.1f} | "
+                  f"{r['load'][0]:.2f} → {r['load'][1]:.2f} |")
     if rows:
         print("\n| items | index | operating point | recall@10 | rebuild job s | its FAISS build s | FAISS alone s | "
               "job / FAISS alone | job / its FAISS build |\n|---|---|---|---|---|---|---|---|---|")
@@ -333,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
             xq = mixture(1000, args.d, centres_for(args.n, args), args.sigma, seed=2)
             for mode in ("inprocess", "worker") if args.mode == "both" else (args.mode,):
                 run = latency_inprocess if mode == "inprocess" else latency_worker
+                before = os.getloadavg()[0]
                 latency[mode] = asyncio.run(run(xb, xq, work / mode, args))
+                latency[mode]["load"] = (before, os.getloadavg()[0])  # 1-min load average: a shared machine
             del xb
         rows: list[dict] = []
         if not args.skip_growth and sizes:

@@ -6,7 +6,8 @@ thread. Steps:
    at least everything up to it; replay after it is idempotent);
 2. choose the factory by size (`choose_factory`: Flat below `flat_below`, `ann_factory` above,
    `compressed_factory` — IVF-PQ with exact re-ranking — above `compressed_above`) and build it beside
-   anything live (FAISS trains on a sample; GPU when faiss sees one);
+   anything live (FAISS trains on a sample; GPU when faiss sees one), the FAISS part in a thread reniced to
+   the bottom (`build_beside`: it holds no GIL, so the searches beside it get the CPU first);
 3. tune the operating point (nprobe / efSearch / re-ranking depth) to `recall_target` recall@10 with
    `service.index.tune.tune_search_params` on held-out queries against exact search;
 4. save the snapshot atomically and add the job's fields (recall, durations) to its sidecar.
