@@ -108,7 +108,7 @@ async def read_gallery(store: GalleryStore, model_version: str | None, *, dim: i
 def _check_versions(page: ItemPage, model_version: str | None) -> str:
     """The page's one model version, which must be `model_version` when that is given."""
     wanted = page.model_versions[0] if model_version is None else model_version
-    if any(v != wanted for v in page.model_versions):
+    if page.model_versions.count(wanted) != len(page):  # one C loop
         row = next(i for i, v in enumerate(page.model_versions) if v != wanted)
         raise ModelVersionError(f"stored item {page.ids[row]!r} has model version {page.model_versions[row]!r}, the "
                                 f"rebuild is for {wanted!r}: re-embed the gallery for one version first")
