@@ -157,7 +157,8 @@ async def latency_inprocess(xb: np.ndarray, xq: np.ndarray, work: Path, args: ar
     opts = latency_settings()
     store = await SQLiteStore.open(work / "store" / "face.sqlite3")
     await fill(store, xb)
-    queue = LocalJobQueue(f"sqlite:///{work}/store", SnapshotStore(work / "snapshots"), opts)
+    queue = LocalJobQueue(f"sqlite:///{work}/store", SnapshotStore(work / "snapshots"), opts,
+                          isolation=args.local_jobs)
     follower = await IndexFollower.open("face", store, queue, opts, model_version=V, dim=xb.shape[1])
     await follower.start()
     await follower.request_rebuild("startup")
@@ -318,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steady-s", type=float, default=10.0, help="steady window per round")
     parser.add_argument("--rounds", type=int, default=3, help="steady + rebuild windows, interleaved")
     parser.add_argument("--mode", choices=("inprocess", "worker", "both"), default="inprocess")
+    parser.add_argument("--local-jobs", choices=("process", "thread"), default="process",
+                        help="inprocess mode: the gateway's job in a child process (its default) or a thread")
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--max-n", type=int, default=1_000_000, help="cap the growth curve's sizes")
     parser.add_argument("--skip-latency", action="store_true")

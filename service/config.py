@@ -76,6 +76,9 @@ class WorkerSettings(BaseModel):
     max_attempts: int = 3  # deliveries before a job is marked failed for good
     block_s: float = 2.0  # XREADGROUP wait per poll
     images_dir: Path | None = None  # kept source images; None: data_dir/images
+    # Without Redis the gateway runs the rebuild jobs itself: in a reniced child process (its own GIL, so the
+    # searches do not wait for the job's Python work) or in a thread of its own process
+    local_jobs: Literal["process", "thread"] = "process"
 
 
 class Settings(BaseSettings):

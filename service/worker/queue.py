@@ -75,4 +75,5 @@ async def open_job_queue(settings: Settings) -> JobQueue:
         return await RedisJobQueue.open(url, settings.worker)
     from service.worker.queue_local import LocalJobQueue
 
-    return LocalJobQueue(settings.store_url, snapshot_store(settings), settings.index)
+    return LocalJobQueue(settings.store_url, snapshot_store(settings), settings.index,
+                         isolation=settings.worker.local_jobs)

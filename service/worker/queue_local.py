@@ -1,10 +1,13 @@
-"""The embedded default: the same rebuild jobs, run in-process in one background thread (no Redis).
+"""The embedded default: the same rebuild jobs, run by the gateway itself (no Redis).
 
 `LocalJobQueue` has the producer-side interface of `RedisJobQueue` (`request_rebuild`, `job_status`,
 `latest_snapshot`, `subscribe`, `close`), so the gateway's follower does not know which one it has.
-Jobs run one at a time through the same `execute_job` as `ufo worker`, on an event loop and a store
-connection of the thread's own, with one FAISS thread and a short GIL switch interval, so the gateway's
-searches keep a core and their latency (service.worker.fairness). Dedupe per task: a
+Jobs run one at a time through the same `execute_job` as `ufo worker`, from one background thread, either
+in a child process (`isolation="process"`, the gateway's default: the job's Python work, reading the store,
+assembling labels, writing the snapshot, holds another interpreter's GIL, never the one the searches need;
+the child runs reniced, with one FAISS thread) or in that thread itself (`"thread"`: no process start, on an
+event loop and a store connection of the thread's own with a short GIL switch interval; see
+service.worker.fairness). Dedupe per task: a
 request while the task's job is queued or running joins it. The latest snapshot is `latest.json` on
 disk, so a restarted gateway finds it; job states live in memory (the last build is read back from
 `latest.json`).
@@ -15,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import queue
 import threading
 import time
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from dataclasses import replace
+from typing import Literal
 
 from service.config import IndexSettings
 from service.worker.fairness import lower_priority, responsive_gil
@@ -30,6 +36,24 @@ from service.worker.snapshots import SnapshotStore
 log = logging.getLogger(__name__)
 
 _STOP = object()
+Isolation = Literal["thread", "process"]
+
+
+class JobFailed(RuntimeError):
+    """A job that failed in the child process, as its type name and message (exceptions with their own
+    constructor arguments do not survive pickling back to the parent)."""
+
+
+def run_in_child(job: Job, store_url: str, snapshots: SnapshotStore, opts: IndexSettings, threads: int,
+                 nice: int) -> SnapshotInfo:
+    """The job, in the child process (its own interpreter, GIL and store connection), reniced."""
+    lower_priority(nice)  # threads started from here (FAISS's, the loop's executor) inherit it
+    try:
+        return asyncio.run(execute_job(job, store_url, snapshots, opts, threads=threads))
+    except NothingToBuild as exc:
+        raise NothingToBuild(str(exc)) from None
+    except Exception as exc:
+        raise JobFailed(f"{type(exc).__name__}: {exc}") from None
 
 
 class LocalSubscription:
@@ -61,14 +85,17 @@ class LocalJobQueue:
     """In-process rebuild queue (see the module docstring)."""
 
     def __init__(self, store_url: str, snapshots: SnapshotStore, opts: IndexSettings, *, threads: int = 1,
-                 nice: int = 0):
+                 nice: int | None = None, isolation: Isolation = "thread"):
         self.store_url = store_url
         self.snapshots = snapshots
         self.opts = opts
         self.threads = threads  # FAISS threads for the build: 1, so searches keep a core
-        # The job thread's niceness. 0 by default: a reniced thread that holds the GIL waits longer for a
-        # CPU, and every search waits for it (priority inversion through the GIL; measured: p99 53 ms).
-        self.nice = nice
+        self.isolation = isolation
+        # The job's niceness. In a thread 0 by default: a reniced thread that holds the GIL waits longer for a
+        # CPU, and every search waits for it (priority inversion through the GIL; measured: p99 53 ms). A
+        # child process shares no GIL with the searches: reniced to 19 by default.
+        self.nice = nice if nice is not None else (19 if isolation == "process" else 0)
+        self._pool: ProcessPoolExecutor | None = None
         self._jobs: queue.SimpleQueue[Job | object] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._status: dict[str, JobStatus] = {}
@@ -132,24 +159,40 @@ class LocalJobQueue:
             self._thread.start()
 
     def _run(self) -> None:
-        lower_priority(self.nice)  # before the job's loop starts its executor threads: they inherit it
+        if self.isolation == "thread":
+            lower_priority(self.nice)  # before the job's loop starts its executor threads: they inherit it
         while (job := self._jobs.get()) is not _STOP:
             assert isinstance(job, Job)
             self._update(job.task, state="running", started_at=time.time(), attempts=1)
             try:
-                with responsive_gil():  # the job's Python work must not stall the gateway's searches
-                    info = asyncio.run(execute_job(job, self.store_url, self.snapshots, self.opts,
-                                                   threads=self.threads))
+                info = self._execute(job)
             except NothingToBuild as exc:
                 self._update(job.task, state="done", finished_at=time.time(), error=f"skipped: {exc}")
             except Exception as exc:  # a failed job is recorded, never kills the thread
                 log.exception("in-process rebuild of %s failed", job.task)
-                self._update(job.task, state="failed", finished_at=time.time(), error=f"{type(exc).__name__}: {exc}")
+                error = str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
+                self._update(job.task, state="failed", finished_at=time.time(), error=error)
             else:
                 if self._announce(info):
                     self._trim(info)
                 self._update(job.task, state="done", finished_at=time.time(), last_build_at=info.built_at,
                              last_build_seconds=info.build_seconds, last_version=info.version)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _execute(self, job: Job) -> SnapshotInfo:
+        if self.isolation == "thread":
+            with responsive_gil():  # the job's Python work must not stall the gateway's searches
+                return asyncio.run(execute_job(job, self.store_url, self.snapshots, self.opts, threads=self.threads))
+        if self._pool is None:  # one child for the gateway's lifetime: its start (imports) is paid once
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return self._pool.submit(run_in_child, job, self.store_url, self.snapshots, self.opts, self.threads,
+                                     self.nice).result()
+        except BrokenExecutor:  # the child died (killed, out of memory): a fresh one for the next job
+            self._pool.shutdown(wait=False)
+            self._pool = None
+            raise
 
     def _trim(self, info: SnapshotInfo) -> None:
         try:

@@ -4,6 +4,7 @@ the in-process queue with the same interface."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -113,11 +114,14 @@ async def test_open_job_queue_picks_redis_or_in_process(redis_server: RedisServe
     await opened.close()
 
 
-async def test_in_process_queue_runs_the_job_in_a_thread(sqlite_store: SQLiteStore, tmp_path: Path) -> None:
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+async def test_in_process_queue_runs_the_job_in_a_thread_or_a_child(sqlite_store: SQLiteStore, tmp_path: Path,
+                                                                     isolation: str) -> None:
     xb = clustered(1500, 16, seed=3)
     await sqlite_store.upsert([Item(f"i{i}", xb[i], {}, "m/1") for i in range(1500)])
     snapshots = SnapshotStore(tmp_path / "snapshots")
-    local = LocalJobQueue(f"sqlite:///{tmp_path}/store", snapshots, IndexSettings(flat_below=1000, tune_queries=50))
+    local = LocalJobQueue(f"sqlite:///{tmp_path}/store", snapshots, IndexSettings(flat_below=1000, tune_queries=50),
+                          isolation=isolation)  # type: ignore[arg-type]
     subscription = local.subscribe("face")
     first = await local.request_rebuild("face", "request", model_version="m/1")
     joined = await local.request_rebuild("face", "delta")
@@ -136,6 +140,9 @@ async def test_in_process_queue_runs_the_job_in_a_thread(sqlite_store: SQLiteSto
     deadline = time.monotonic() + 30
     while (await local.job_status("face")).state != "failed" and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    assert "ModelVersionError" in (await local.job_status("face")).error
+    assert "ModelVersionError" in (await local.job_status("face")).error  # the cause, across the process too
+    if isolation == "process":  # the jobs ran in one child process, alive until the queue closes
+        children = [process.pid for process in local._pool._processes.values()]  # type: ignore[union-attr]
+        assert len(children) == 1 and children[0] != os.getpid()
     await subscription.close()
     await local.close()
