@@ -37,7 +37,7 @@ from service.store.records import Item
 from service.worker.changes import Embed, Reembedder, follow_log
 from service.worker.follower import IndexFollower
 from service.worker.images import ImageKeeper
-from service.worker.rebuild import RECALL_K, Gallery, build_tuned, choose_factory
+from service.worker.rebuild import RECALL_K, Gallery, build_beside, choose_factory
 from service.worker.records import SnapshotInfo, new_job_id
 from service.worker.snapshots import SnapshotStore, annotate_sidecar
 
@@ -197,7 +197,7 @@ async def upgrade_model(follower: IndexFollower, model_version: str, embed: Embe
         async with follower.swap_lock:  # no snapshot of the old model is adopted meanwhile
             gallery, missing = await reembed_gallery(follower, reembed, drop_missing=drop_missing, dim=dim)
             factory = choose_factory(len(gallery.ids), gallery.xb.shape[1], opts)
-            index, point, _ = await asyncio.to_thread(build_tuned, gallery, factory, opts, threads=1)
+            index, point, _ = await build_beside(gallery, factory, opts, threads=1)  # FAISS part reniced
             await follow_log(index, follower.store, reembed=reembed)  # writes made while it was built
             async with write_lock or asyncio.Lock():
                 await follow_log(index, follower.store, reembed=reembed)
