@@ -204,6 +204,8 @@ class ModelStatus(BaseModel):
     version: int
     embedding_dim: int
     available_versions: list[int] = Field(description="versions in the model repository, highest first")
+    loaded_versions: list[int] = Field(description="versions loaded in the inference backend now (two during an "
+                                       "upgrade and for a short while after its cut-over)")
     images_kept: bool = Field(description="whether enrolled images are kept; without them a model upgrade cannot "
                               "re-embed the gallery and clients must re-enroll it")
     upgrade: dict[str, Any] | None = Field(description="the running or last model upgrade: state (running, done, "

@@ -148,14 +148,25 @@ async def start_upgrade(runtime: Runtime, task: TaskRuntime, version: int | None
     info = await load_version(runtime, task, version)
     if info.version == task.info.version:
         raise ApiError(409, f"task {task.task!r} already serves {task.model_version}", slug="same-model-version")
-    await check_images(runtime, task, drop_missing)
-    if follower.upgrading:  # another request started one while this one checked
-        raise ApiError(409, f"task {task.task!r}: an upgrade is running", slug="upgrade-running")
+    try:
+        await check_images(runtime, task, drop_missing)
+        if follower.upgrading:  # another request started one while this one checked
+            raise ApiError(409, f"task {task.task!r}: an upgrade is running", slug="upgrade-running")
+    except ApiError:
+        await release(runtime, task, info.version)
+        raise
     target = model_version_of(info)
     follower.upgrade = {"state": "running", "model_version": target, "from": task.model_version,
                         "embedded": 0, "missing": 0, "error": ""}  # claims the task before the first await
     spawn(run_upgrade(runtime, task, info, drop_missing))
     return dict(follower.upgrade)
+
+
+async def release(runtime: Runtime, task: TaskRuntime, version: int) -> None:
+    """Unload a version loaded for a refused upgrade, unless it serves or a running upgrade uses it."""
+    upgrade = task.follower.upgrade if task.follower is not None and task.follower.upgrading else None
+    if upgrade is None or version_number(upgrade["model_version"]) != version:
+        await runtime.backend.unload_version(task.task, version)
 
 
 async def run_upgrade(runtime: Runtime, task: TaskRuntime, info: ModelInfo, drop_missing: bool) -> None:
@@ -178,7 +189,7 @@ async def run_upgrade(runtime: Runtime, task: TaskRuntime, info: ModelInfo, drop
                       task.model_version)
     runtime.metrics.upgrades.labels(task.task, outcome).inc()
     if task.info.version != info.version:
-        await runtime.backend.unload_version(task.task, info.version)
+        await release(runtime, task, info.version)
 
 
 def adopt_new_model(runtime: Runtime, task: TaskRuntime) -> Callable[[SnapshotInfo], Any]:

@@ -22,7 +22,8 @@ def model_status(runtime: Runtime, task: TaskRuntime) -> ModelStatus:
     versions = [int(p.name) for p in list_version_dirs(folder)] if folder.is_dir() else []
     return ModelStatus(task=task.task, model_name=task.info.model_name, model_version=task.model_version,
                        version=task.info.version, embedding_dim=task.info.embedding_dim,
-                       available_versions=versions, images_kept=runtime.settings.keep_images,
+                       available_versions=versions, loaded_versions=sorted(runtime.backend.versions(task.task)),
+                       images_kept=runtime.settings.keep_images,
                        upgrade=task.follower.upgrade if task.follower is not None else None)
 
 

@@ -113,6 +113,7 @@ def test_upgrade_reembeds_beside_the_live_index_and_cuts_over(repo: Path, tmp_pa
             refused = client.post("/v1/tasks/face/model/upgrade", json={})
             assert refused.status_code == 409 and "no-image" in refused.json()["detail"]
             assert "drop_missing" in refused.json()["detail"]
+            assert client.get("/v1/tasks/face/model").json()["loaded_versions"] == [1]  # v2 released again
             missing = client.post("/v1/tasks/face/model/upgrade", json={"version": 9})
             assert missing.status_code == 404 and "no version 9" in missing.json()["detail"]
             assert client.post("/v1/tasks/face/model/upgrade", json={"version": 1}).status_code == 409
@@ -145,7 +146,7 @@ def test_upgrade_reembeds_beside_the_live_index_and_cuts_over(repo: Path, tmp_pa
             assert all(top == query and score > 0.99 for query, top, score, _ in load.answers)  # never a mix
 
             model = client.get("/v1/tasks/face/model").json()
-            assert model["model_version"] == "ufo_face/2"
+            assert model["model_version"] == "ufo_face/2" and model["loaded_versions"] == [1, 2]  # v1 retires later
             expected = set(gallery) | {"late"} | ({"late-vector"} if no_image.status_code == 200 else set())
             index = client.get("/v1/tasks/face/index").json()
             assert index["model_version"] == "ufo_face/2" and index["size"] == len(expected)
