@@ -56,6 +56,14 @@ def self_search(client: httpx.Client, item_id: str, image: bytes) -> tuple[str, 
     return body["hits"][0]["id"], body["hits"][0]["score"], body["model_version"]
 
 
+def wait_for_answers(load: SelfSearches, n: int = 1, timeout_s: float = 60.0) -> None:
+    """Until the load has `n` answers (so some are answered before what comes next)."""
+    deadline = time.monotonic() + timeout_s
+    while len(load.answers) < n:
+        assert time.monotonic() < deadline, "no search answered"
+        time.sleep(0.01)
+
+
 def wait_for_upgrade(client: httpx.Client, timeout_s: float = 120.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -125,6 +133,7 @@ def test_upgrade_reembeds_beside_the_live_index_and_cuts_over(repo: Path, tmp_pa
             assert client.post("/v1/tasks/nope/model/upgrade", json={}).status_code == 404
 
             with SelfSearches(server, gallery) as load:
+                wait_for_answers(load)
                 started = client.post("/v1/tasks/face/model/upgrade", json={"drop_missing": True})
                 assert started.status_code == 202, started.text
                 assert started.json()["upgrade"]["model_version"] == "ufo_face/2"
@@ -132,7 +141,7 @@ def test_upgrade_reembeds_beside_the_live_index_and_cuts_over(repo: Path, tmp_pa
                 enroll_images(client, late)  # an image, kept: the upgrade re-embeds it too
                 no_image = client.post("/v1/tasks/face/items", json={"id": "late-vector", "embedding": vector})
                 upgrade = wait_for_upgrade(client)
-                time.sleep(0.5)  # a few searches after the cut-over
+                wait_for_answers(load, len(load.answers) + len(gallery))  # some after the cut-over
             assert upgrade["state"] == "done", upgrade
             assert upgrade["dropped"] == 1
 
@@ -236,9 +245,10 @@ def test_upgrade_on_the_triton_backend(repo: Path, tmp_path: Path, gallery: dict
                 enroll_images(client, gallery)
                 export_random_vit(repo, "face", "ufo_face", seed=7)
                 with SelfSearches(server, gallery) as load:
+                    wait_for_answers(load)
                     assert client.post("/v1/tasks/face/model/upgrade", json={}).status_code == 202
                     assert wait_for_upgrade(client)["state"] == "done"
-                    time.sleep(0.5)
+                    wait_for_answers(load, len(load.answers) + len(gallery))  # some after the cut-over
                 assert not load.failures, load.failures[:3]
                 assert all(top == query and score > 0.99 for query, top, score, _ in load.answers)
                 assert {version for *_, version in load.answers} == {"ufo_face/1", "ufo_face/2"}
