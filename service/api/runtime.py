@@ -2,9 +2,11 @@
 
 Built in the app's lifespan (`start_runtime`), never at import; routes reach it through `deps.py`. On start
 each task's index is loaded from a snapshot in `data_dir` when one matches the served model version and the
-store, then caught up from the store's change log; otherwise it is rebuilt from the store. A store holding
-items of another model version leaves that task's index unavailable (503 with the reason, /readyz false):
-vectors of two models are never mixed in one index.
+store, then caught up from the store's change log; otherwise it is rebuilt from the store. Each task serves
+the model version its gallery was embedded with (the store's fence) when the repository has it, and is
+upgraded to a newer one in the background (`service.api.upgrades`); a gallery of a version the repository
+lacks leaves that task's index unavailable (503 with the reason, /readyz false): vectors of two models are
+never mixed in one index.
 
 `rebuild_task_index` builds a task's first index when no snapshot fits. Later rebuilds are background jobs
 (`service.worker`): the runtime opens the job queue (`open_job_queue`: in-process thread, or Redis Streams
