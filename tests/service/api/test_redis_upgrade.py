@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from tests.service.worker.conftest import RedisServer
 
 from .conftest import LiveServer, export_random_vit, start_server
 from .test_redis_replicas import POLL_S, index_of, wait_until
-from .test_upgrade_route import b64, enroll_images, self_search, wait_for_upgrade
+from .test_upgrade_route import SelfSearches, b64, enroll_images, self_search, wait_for_upgrade
 
 N_PEOPLE = 8
 ADOPT_S = 60.0  # bound on the wait for B to adopt the new model (no timing assertion)
@@ -53,39 +52,6 @@ def model_of(client: httpx.Client) -> dict:
     response = client.get("/v1/tasks/face/model")
     assert response.status_code == 200, response.text
     return response.json()
-
-
-class SelfSearches:
-    """In a thread until stopped: every enrolled image searched for itself on one replica; each answer
-    (query id, top id, score, model version) recorded, and every failure."""
-
-    def __init__(self, server: LiveServer, headers: dict[str, str], gallery: dict[str, bytes]):
-        self.server, self.headers, self.gallery = server, headers, gallery
-        self.answers: list[tuple[str, str, float, str]] = []
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with self.server.client(headers=self.headers) as client:
-            while not self._stop.is_set():
-                for item_id, image in self.gallery.items():
-                    try:
-                        self.answers.append((item_id, *self_search(client, item_id, image)))
-                    except (AssertionError, httpx.HTTPError, KeyError, IndexError) as exc:
-                        self.failures.append(f"{item_id}: {exc!r}")
-
-    def versions(self) -> set[str]:
-        return {version for *_, version in self.answers}
-
-    def __enter__(self) -> SelfSearches:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
-        assert not self._thread.is_alive(), "the search thread did not stop"
 
 
 @pytest.mark.timeout(180)
@@ -129,7 +95,7 @@ def test_upgrade_on_one_replica_is_adopted_by_the_other_without_a_restart(
             assert refused.status_code == 403, refused.text
 
         # 3. Upgrade on A while B answers self-searches.
-        with SelfSearches(b_server, user, gallery) as load:
+        with SelfSearches(b_server, gallery, headers=user) as load:
             wait_until(lambda: len(load.answers), lambda n: n >= len(gallery), "B's first self-searches")
             started = a.post("/v1/tasks/face/model/upgrade", json={})
             assert started.status_code == 202, started.text

@@ -75,23 +75,27 @@ def wait_for_upgrade(client: httpx.Client, timeout_s: float = 120.0) -> dict:
 
 
 class SelfSearches:
-    """Searches every enrolled image for itself in a thread, until stopped; records each answer."""
+    """In a thread until stopped: every enrolled image searched for itself on one gateway; each answer
+    (query id, top id, score, model version) recorded, and every failure."""
 
-    def __init__(self, server: LiveServer, gallery: dict[str, bytes]):
-        self.server, self.gallery = server, gallery
-        self.answers: list[tuple[str, str, float, str]] = []  # (query id, top id, score, model version)
+    def __init__(self, server: LiveServer, gallery: dict[str, bytes], headers: dict[str, str] | None = None):
+        self.server, self.gallery, self.headers = server, gallery, headers or {}
+        self.answers: list[tuple[str, str, float, str]] = []
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with self.server.client() as client:
+        with self.server.client(headers=self.headers) as client:
             while not self._stop.is_set():
                 for item_id, image in self.gallery.items():
                     try:
                         self.answers.append((item_id, *self_search(client, item_id, image)))
-                    except (AssertionError, httpx.HTTPError) as exc:
-                        self.failures.append(repr(exc))
+                    except (AssertionError, httpx.HTTPError, KeyError, IndexError) as exc:
+                        self.failures.append(f"{item_id}: {exc!r}")
+
+    def versions(self) -> set[str]:
+        return {version for *_, version in self.answers}
 
     def __enter__(self) -> SelfSearches:
         self._thread.start()
@@ -100,6 +104,7 @@ class SelfSearches:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(60)
+        assert not self._thread.is_alive(), "the search thread did not stop"
 
 
 def test_upgrade_reembeds_beside_the_live_index_and_cuts_over(repo: Path, tmp_path: Path, gallery: dict[str, bytes],
