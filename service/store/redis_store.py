@@ -175,26 +175,8 @@ class RedisStore:
         value = await self.client.get(self._keys[3])
         return 0 if value is None else int(value)
 
-    async def iter_items(self, batch: int = 1000) -> AsyncIterator[Item]:
-        """All records via HSCAN (no order; HSCAN may repeat a key, so repeats are skipped)."""
-        check_limit(batch)
-        seen: set[bytes] = set()
-        cursor = 0
-        while True:
-            cursor, page = await self.client.hscan(self._keys[0], cursor, count=batch)
-            fresh = [key for key in page if key not in seen]
-            if fresh:
-                created = await self.client.hmget(self._keys[1], fresh)
-                for key, when in zip(fresh, created, strict=True):
-                    seen.add(key)
-                    if when is not None:  # deleted between HSCAN and HMGET
-                        yield decode_record(key.decode(), page[key], float(when))
-            if cursor == 0:
-                return
-
-    async def iter_pages(self, batch: int = 10_000) -> AsyncIterator[ItemPage]:
-        """All records as `ItemPage`s via HSCAN (no order; repeats skipped). HSCAN returns the records
-        themselves, so a page costs one round trip and one join of its vectors."""
+    async def _scan(self, batch: int) -> AsyncIterator[tuple[list[bytes], dict[bytes, bytes]]]:
+        """HSCAN pages of the items hash as (keys not seen before, the page): HSCAN may repeat a key."""
         check_limit(batch)
         seen: set[bytes] = set()
         cursor = 0
@@ -203,9 +185,23 @@ class RedisStore:
             fresh = [key for key in page if key not in seen]
             seen.update(fresh)
             if fresh:
-                yield page_from_records([key.decode() for key in fresh], [page[key] for key in fresh])
+                yield fresh, page
             if cursor == 0:
                 return
+
+    async def iter_items(self, batch: int = 1000) -> AsyncIterator[Item]:
+        """All records via HSCAN (no order, each once)."""
+        async for fresh, page in self._scan(batch):
+            created = await self.client.hmget(self._keys[1], fresh)
+            for key, when in zip(fresh, created, strict=True):
+                if when is not None:  # deleted between HSCAN and HMGET
+                    yield decode_record(key.decode(), page[key], float(when))
+
+    async def iter_pages(self, batch: int = 10_000) -> AsyncIterator[ItemPage]:
+        """All records as `ItemPage`s via HSCAN (no order, each once). HSCAN returns the records themselves,
+        so a page costs one round trip and one join of its vectors."""
+        async for fresh, page in self._scan(batch):
+            yield page_from_records([key.decode() for key in fresh], [page[key] for key in fresh])
 
     async def changes_since(self, offset: int, limit: int = 1000) -> list[Change]:
         """Changes with offset > `offset`, oldest first (one XRANGE, with the trim mark)."""
