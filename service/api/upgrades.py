@@ -20,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from service.api.errors import ApiError
-from service.api.kept_images import image_keeper as keeper_for
+from service.api.kept_images import image_keeper
 from service.api.runtime import Runtime, TaskRuntime, model_version_of
 from service.index import VectorIndex
 from service.inference import BackendUnavailable, ModelInfo, RepositoryError
-from service.store import GalleryStore
+from service.inference.repository import list_version_dirs
+from service.store import GalleryStore, Item
 from service.worker.changes import Embed, Reembedder
 from service.worker.images import ImageKeeper
 from service.worker.queue import snapshot_store
@@ -47,8 +49,10 @@ def version_number(model_version: str) -> int:
     return int(model_version.rsplit("/", 1)[-1])
 
 
-def image_keeper(runtime: Runtime, task: str) -> ImageKeeper:
-    return keeper_for(runtime.settings, task)
+def repository_versions(runtime: Runtime, task: TaskRuntime) -> list[int]:
+    """The version numbers of the task's model folder in the repository, highest first (no file is read)."""
+    folder = Path(runtime.settings.repository) / task.info.model_name
+    return [int(p.name) for p in list_version_dirs(folder)] if folder.is_dir() else []
 
 
 def embed_with_version(runtime: Runtime, task: str) -> Embed:
@@ -72,13 +76,20 @@ async def stored_model_version(store: GalleryStore) -> str | None:
     return None
 
 
-async def missing_images(store: GalleryStore, keeper: ImageKeeper) -> tuple[int, list[str]]:
-    """(items, ids of items whose source image is not kept)."""
-    total, missing = 0, []
-    async for item in store.iter_items(1000):
+async def missing_images(store: GalleryStore, keeper: ImageKeeper, page: int = 1000) -> tuple[int, list[str]]:
+    """(items, ids of items whose source image is not kept); the files checked a page per thread hop."""
+    total, missing, items = 0, [], []
+
+    def check(batch: list[Item]) -> list[str]:
+        return [item.id for item in batch if item.image_ref is None or not keeper.has(item.image_ref)]
+
+    async for item in store.iter_items(page):
         total += 1
-        if item.image_ref is None or not await asyncio.to_thread(keeper.has, item.image_ref):
-            missing.append(item.id)
+        items.append(item)
+        if len(items) == page:
+            missing += await asyncio.to_thread(check, items)
+            items = []
+    missing += await asyncio.to_thread(check, items)
     return total, missing
 
 
@@ -124,7 +135,7 @@ async def load_version(runtime: Runtime, task: TaskRuntime, version: int | None)
 
 async def check_images(runtime: Runtime, task: TaskRuntime, drop_missing: bool) -> None:
     """409 when items cannot be re-embedded (no kept image) and the caller did not allow dropping them."""
-    total, missing = await missing_images(task.store, image_keeper(runtime, task.task))
+    total, missing = await missing_images(task.store, image_keeper(runtime.settings, task.task))
     if not missing or drop_missing:
         return
     why = ("this gateway does not keep enrolled images (UFO_KEEP_IMAGES=false)" if not runtime.settings.keep_images
@@ -177,7 +188,7 @@ async def run_upgrade(runtime: Runtime, task: TaskRuntime, info: ModelInfo, drop
     outcome = "done"
     try:
         await upgrade_model(follower, model_version_of(info), embed_with_version(runtime, task.task),
-                            image_keeper(runtime, task.task), snapshot_store(runtime.settings),
+                            image_keeper(runtime.settings, task.task), snapshot_store(runtime.settings),
                             runtime.settings.index, write_lock=task.write_lock, drop_missing=drop_missing,
                             dim=info.embedding_dim)
     except UpgradeError as exc:
@@ -203,7 +214,7 @@ def adopt_new_model(runtime: Runtime, task: TaskRuntime) -> Callable[[SnapshotIn
             log.warning("task %s: ignoring a snapshot of model %s", task.task, snapshot.model_version)
             return
         await runtime.backend.load_version(task.task, int(version))  # raises: the follower retries later
-        reembed = Reembedder(image_keeper(runtime, task.task), embed_with_version(runtime, task.task),
+        reembed = Reembedder(image_keeper(runtime.settings, task.task), embed_with_version(runtime, task.task),
                              snapshot.model_version)
         await follower.adopt_model(snapshot, reembed=reembed)
         runtime.metrics.upgrades.labels(task.task, "adopted").inc()
@@ -241,17 +252,11 @@ async def maybe_auto_upgrade(runtime: Runtime, task: TaskRuntime) -> None:
         log.info("task %s: auto_upgrade is off with a shared store (replicas would race): use the admin route",
                  task.task)
         return
+    if max(repository_versions(runtime, task), default=0) <= task.info.version:
+        return  # the common start: nothing newer (decided from folder names, no model file read twice)
     try:
-        newest = await runtime.backend.load_version(task.task)
-    except (RepositoryError, BackendUnavailable):
-        return
-    if newest.version <= task.info.version:
-        if newest.version != task.info.version:
-            await runtime.backend.unload_version(task.task, newest.version)
-        return
-    try:
-        await start_upgrade(runtime, task, newest.version, drop_missing=False)
+        status = await start_upgrade(runtime, task, drop_missing=False)
         log.info("task %s: upgrading the gallery from %s to %s", task.task, task.model_version,
-                 model_version_of(newest))
+                 status["model_version"])
     except ApiError as exc:
-        log.warning("task %s: not upgrading to %s: %s", task.task, model_version_of(newest), exc.detail)
+        log.warning("task %s: not upgrading to the repository's newest version: %s", task.task, exc.detail)

@@ -148,6 +148,8 @@ class EmbeddedBackend(InferenceBackend):
 
     async def load_version(self, task: str, version: int | None = None) -> ModelInfo:
         self.model(task)  # ModelNotFound for a task not served
+        if version in self._loaded[task]:
+            return self._loaded[task][version][0]
         entry = await asyncio.to_thread(version_entry, self._model_dirs[task], version)
         if entry.version not in self._loaded[task]:
             batcher = await asyncio.to_thread(self._make_batcher, task, entry)

@@ -230,6 +230,8 @@ class TritonBackend(InferenceBackend):
         """The server loads every version of a model (`version_policy: all`, set by `ufo export`); with
         `load_models` it is asked to reload the model so that a newly exported version is picked up."""
         self.model(task)
+        if version in self._loaded[task] and (task, version) in self._batch_sizes:
+            return self._loaded[task][version][0]  # loaded and ready: no file read, no server reload
         entry = await asyncio.to_thread(version_entry, self._entries[task].model_dir, version, self.verify_hash)
         self._loaded[task].setdefault(entry.version, (ModelInfo.from_manifest(entry.manifest), entry))
         self._batch_sizes.pop((task, entry.version), None)  # check readiness (and load) now

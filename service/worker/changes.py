@@ -40,12 +40,9 @@ class Reembedder:
         """Each record as a record of `model_version` (re-embedded from its kept image; records already of
         that version pass as they are), or None where the image is not kept."""
         out: list[Item | None] = [item if item.model_version == self.model_version else None for item in items]
-        todo: list[tuple[int, bytes]] = []
-        for i, item in enumerate(items):
-            if out[i] is None and item.image_ref is not None:
-                data = await asyncio.to_thread(self.images.get, item.image_ref)
-                if data is not None:
-                    todo.append((i, data))
+        wanted = [(i, item.image_ref) for i, item in enumerate(items) if out[i] is None and item.image_ref is not None]
+        images = await asyncio.to_thread(lambda: [self.images.get(ref) for _, ref in wanted])  # one thread hop
+        todo = [(i, data) for (i, _), data in zip(wanted, images, strict=True) if data is not None]
         if todo:
             xb = np.asarray(await self.embed([data for _, data in todo], self.model_version), dtype=np.float32)
             if xb.shape[0] != len(todo):

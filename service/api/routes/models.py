@@ -3,8 +3,6 @@ and POST /v1/tasks/{task}/model/upgrade (admin: re-embed the gallery with anothe
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, Body
 
 from service.api import upgrades
@@ -12,17 +10,15 @@ from service.api.deps import AdminScope, ReadScope, RuntimeDep, TaskDep
 from service.api.routes.responses import COMMON, problems
 from service.api.runtime import Runtime, TaskRuntime
 from service.api.schemas import ModelStatus, UpgradeRequest
-from service.inference.repository import list_version_dirs
 
 router = APIRouter(prefix="/v1/tasks/{task}/model", tags=["models"])
 
 
 def model_status(runtime: Runtime, task: TaskRuntime) -> ModelStatus:
-    folder = Path(runtime.settings.repository) / task.info.model_name
-    versions = [int(p.name) for p in list_version_dirs(folder)] if folder.is_dir() else []
     return ModelStatus(task=task.task, model_name=task.info.model_name, model_version=task.model_version,
                        version=task.info.version, embedding_dim=task.info.embedding_dim,
-                       available_versions=versions, loaded_versions=sorted(runtime.backend.versions(task.task)),
+                       available_versions=upgrades.repository_versions(runtime, task),
+                       loaded_versions=sorted(runtime.backend.versions(task.task)),
                        images_kept=runtime.settings.keep_images,
                        upgrade=task.follower.upgrade if task.follower is not None else None)
 
