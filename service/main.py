@@ -56,10 +56,13 @@ def parse_enroll(values: list[str]) -> dict[str, str]:
 def check_store_url(url: str, timeout_s: float = 5.0) -> None:
     """Fail before any model loads, in one line naming the setting, when the store URL is unusable: an
     unknown scheme, a malformed Redis URL, or a Redis server that does not answer."""
-    if not url.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
-        raise ValueError(f"UFO_STORE_URL={url!r} is not a supported store URL: expected sqlite:///<dir> or "
-                         "redis://host:port/db")
-    if url.startswith("sqlite:///"):
+    from service.store.factory import store_kind
+
+    try:
+        kind = store_kind(url)
+    except ValueError as exc:
+        raise ValueError(f"UFO_STORE_URL={url!r} is not a supported store URL ({exc})") from None
+    if kind == "sqlite":
         return
     import asyncio
 
