@@ -17,7 +17,7 @@ FORMAT = "ufo-supernet/1"
 
 
 class CheckpointError(ValueError):
-    pass
+    """A checkpoint that cannot be resumed from (missing, corrupt, or of another configuration)."""
 
 
 def save_torch_atomic(path: str | Path, payload: dict[str, Any]) -> None:
