@@ -33,7 +33,7 @@ from tests.service.worker.conftest import RedisServer
 
 from .conftest import LiveServer, export_random_vit, start_server
 from .test_redis_replicas import POLL_S, index_of, wait_until
-from .test_upgrade_route import SelfSearches, b64, enroll_images, self_search, wait_for_upgrade
+from .test_upgrade_route import SelfSearches, assert_self_matches, b64, enroll_images, self_search, wait_for_upgrade
 
 N_PEOPLE = 8
 ADOPT_S = 60.0  # bound on the wait for B to adopt the new model (no timing assertion)
@@ -124,9 +124,8 @@ def test_upgrade_on_one_replica_is_adopted_by_the_other_without_a_restart(
         assert index_a["version"] == index_b["version"] == announced.version  # B adopted A's snapshot
         assert index_a["state"] == index_b["state"] == "ready", (index_a, index_b)
         for client in (a, b):
-            for item_id, image in gallery.items():
-                top, score, version = self_search(client, item_id, image)
-                assert (top, version) == (item_id, "ufo_face/2") and score > 0.999, (item_id, top, score, version)
+            assert_self_matches(client, gallery, "ufo_face/2")
+            for item_id in gallery:
                 assert client.get(f"/v1/tasks/face/items/{item_id}").json()["model_version"] == "ufo_face/2"
 
         # 5. After the cut-over, writes on either replica reach the other, embedded by ufo_face/2.
@@ -148,9 +147,7 @@ def test_upgrade_on_one_replica_is_adopted_by_the_other_without_a_restart(
         assert model_of(b)["model_version"] == "ufo_face/2"
         restarted = index_of(b)
         assert restarted["model_version"] == "ufo_face/2" and restarted["size"] == len(gallery)
-        for item_id, image in gallery.items():
-            top, score, version = self_search(b, item_id, image)
-            assert (top, version) == (item_id, "ufo_face/2") and score > 0.999, (item_id, top, score, version)
+        assert_self_matches(b, gallery, "ufo_face/2")
         a.close()
         b.close()
         for server in servers:
@@ -206,9 +203,7 @@ def test_replica_adopts_the_new_model_once_its_repository_has_it(
         with servers[1].client() as b:
             wait_until(lambda: model_of(b)["model_version"], lambda v: v == "ufo_face/2",
                        "B adopts ufo_face/2 once it can load it", timeout_s=10.0)
-            for item_id, image in gallery.items():
-                top, score, version = self_search(b, item_id, image)
-                assert (top, version) == (item_id, "ufo_face/2") and score > 0.999
+            assert_self_matches(b, gallery, "ufo_face/2")
     finally:
         for server in servers:
             server.stop()
@@ -246,9 +241,7 @@ def test_a_replica_behind_the_galleries_model_refuses_writes_until_it_adopts(
             assert model_of(b)["model_version"] == "ufo_face/2"
             index = index_of(b)
             assert index["state"] == "ready" and index["size"] == len(gallery) == N_PEOPLE + 1, index
-            for item_id, image in gallery.items():
-                top, score, version = self_search(b, item_id, image)
-                assert (top, version) == (item_id, "ufo_face/2") and score > 0.999
+            assert_self_matches(b, gallery, "ufo_face/2")
     finally:
         for server in servers:
             server.stop()

@@ -56,6 +56,13 @@ def self_search(client: httpx.Client, item_id: str, image: bytes) -> tuple[str, 
     return body["hits"][0]["id"], body["hits"][0]["score"], body["model_version"]
 
 
+def assert_self_matches(client: httpx.Client, images: dict[str, bytes], version: str) -> None:
+    """Every image searched for itself is its own top hit (score > 0.999), answered by model `version`."""
+    for item_id, image in images.items():
+        top, score, answered = self_search(client, item_id, image)
+        assert (top, answered) == (item_id, version) and score > 0.999, (item_id, top, score, answered)
+
+
 def wait_for_answers(load: SelfSearches, n: int = 1, timeout_s: float = 60.0) -> None:
     """Until the load has `n` answers (so some are answered before what comes next)."""
     deadline = time.monotonic() + timeout_s
@@ -165,10 +172,9 @@ def test_upgrade_reembeds_beside_the_live_index_and_cuts_over(repo: Path, tmp_pa
             index = client.get("/v1/tasks/face/index").json()
             assert index["model_version"] == "ufo_face/2" and index["size"] == len(expected)
             assert client.get("/v1/tasks/face/items/no-image").status_code == 404  # dropped: no kept image
-            for item_id, image in {**gallery, **late}.items():
+            for item_id in {**gallery, **late}:
                 assert client.get(f"/v1/tasks/face/items/{item_id}").json()["model_version"] == "ufo_face/2"
-                top, score, version = self_search(client, item_id, image)
-                assert (top, version) == (item_id, "ufo_face/2") and score > 0.999
+            assert_self_matches(client, {**gallery, **late}, "ufo_face/2")
             embedded = client.post("/v1/tasks/face/embed", json={"images": [b64(gallery["s29"])]}).json()
             assert embedded["model_version"] == "ufo_face/2"
             assert float(np.dot(embedded["embeddings"][0], v1_s29)) < 0.9  # another model's vector of the image
@@ -216,8 +222,7 @@ def test_gallery_of_an_older_version_is_served_then_upgraded_at_start(repo: Path
         with upgraded.client() as client:
             assert wait_for_upgrade(client)["state"] == "done"
             assert client.get("/v1/tasks/face/model").json()["model_version"] == "ufo_face/2"
-            top, score, version = self_search(client, "s30", gallery["s30"])
-            assert (top, version) == ("s30", "ufo_face/2") and score > 0.999
+            assert_self_matches(client, {"s30": gallery["s30"]}, "ufo_face/2")
             assert client.get("/v1/tasks/face/index").json()["size"] == len(gallery)
     finally:
         upgraded.stop()
@@ -257,9 +262,7 @@ def test_upgrade_on_the_triton_backend(repo: Path, tmp_path: Path, gallery: dict
                 assert not load.failures, load.failures[:3]
                 assert all(top == query and score > 0.99 for query, top, score, _ in load.answers)
                 assert {version for *_, version in load.answers} == {"ufo_face/1", "ufo_face/2"}
-                for item_id, image in gallery.items():
-                    top, score, version = self_search(client, item_id, image)
-                    assert (top, version) == (item_id, "ufo_face/2") and score > 0.999
+                assert_self_matches(client, gallery, "ufo_face/2")
                 assert client.get("/readyz").status_code == 200
         finally:
             server.stop()
