@@ -21,3 +21,17 @@ def test_every_task_has_a_disjoint_gallery_and_query_set(tiny_demo):
         assert not {s.path for s in gallery} & {s.path for s in queries}
         ids = [i["id"] for i in enroll_items(task, gallery, tiny_demo)]
         assert len(ids) == len(set(ids))
+
+
+def test_demo_refuses_a_port_in_use():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "ufo.cli", "demo", "--port", str(port)], capture_output=True,
+                              text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2 and f"port {port} is in use" in done.stderr and "--port" in done.stderr

@@ -12,6 +12,7 @@ import argparse
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -92,6 +93,16 @@ def wait_ready(url: str, server: subprocess.Popen, timeout_s: float = 180) -> No
     raise RuntimeError(f"the gateway at {url} was not ready within {timeout_s:.0f} s")
 
 
+def check_port_free(port: int) -> None:
+    """ValueError when something already listens on 127.0.0.1:`port` (its answers would pass for ours)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise ValueError(f"port {port} is in use (another `ufo demo` or `ufo serve`?): stop it, or pass "
+                             "--port") from None
+
+
 def print_examples(url: str, data_root: Path) -> None:
     _, queries = gallery_and_queries("face", data_root)
     query = queries[0]
@@ -114,8 +125,10 @@ def cli_demo(args: argparse.Namespace) -> int:
     url = f"http://127.0.0.1:{args.port}"
     env = {**os.environ, "UFO_REPOSITORY": args.repository, "UFO_DATA_DIR": args.data_dir,
            "UFO_STORE_URL": f"sqlite:///{Path(args.data_dir) / 'store'}"}
+    check_port_free(args.port)
     server = subprocess.Popen([sys.executable, "-m", "service.main", "--host", "127.0.0.1", "--port",
                                str(args.port), "--no-access-log"], env=env)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the gateway too, like Ctrl-C
     try:
         wait_ready(url, server)
         enroll_gallery(url, data_root, TASKS, {})
