@@ -62,12 +62,12 @@ def make_sop(root: Path, train_classes: int = 6, test_classes: int = 3, per_clas
     return root
 
 
-def make_face_folders(folder: Path, people: list[str], per_person: int = 3) -> Path:
+def make_face_folders(folder: Path, people: list[str], per_person: int = 3, suffix: str = ".png") -> Path:
     seed = 0
     for name in people:
         for i in range(1, per_person + 1):
             seed += 1
-            write_image(folder / name / f"{name}_{i:04d}.png", seed)
+            write_image(folder / name / f"{name}_{i:04d}{suffix}", seed)
     return folder
 
 
@@ -79,3 +79,66 @@ def make_face_task(root: Path, train_people: int = 10, test_people: int = 4, per
     lines += [f"{test[0]}\t1\t{test[1]}\t3", f"{test[2]}\t2\t{test[3]}\t1"]
     (root / "test" / "pairs.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+def msmt17_name(identity: int, camera: int, frame: int) -> str:
+    return f"{identity:04d}_{frame % 1000:03d}_{camera:02d}_0303morning_{frame:04d}_0.jpg"
+
+
+def make_msmt17(root: Path, train_ids: int = 6, test_ids: int = 3, cameras: int = 3, per_camera: int = 2,
+                folders: tuple[str, str] = ("train", "test"), val: bool = True) -> Path:
+    """MSMT17 release: images in `<folder>/<pid>/`, list lines `<pid>/<name> <pid>`. Train and test pids both
+    start at 0 as in the real lists; the second image of each train id in camera 1 goes to list_val.txt."""
+    lists: dict[str, list[str]] = {"train": [], "val": [], "query": [], "gallery": []}
+    seed = 0
+    for part, ids in ((folders[0], range(train_ids)), (folders[1], range(test_ids))):
+        for identity in ids:
+            for camera in range(1, cameras + 1):
+                for k in range(per_camera):
+                    seed += 1
+                    rel = f"{identity:04d}/{msmt17_name(identity, camera, seed)}"
+                    write_image(root / part / rel, seed)
+                    if part == folders[0]:
+                        key = "val" if val and k == 1 and camera == 1 else "train"
+                    else:
+                        key = "query" if k == 0 and camera < 3 else "gallery"
+                    lists[key].append(f"{rel} {identity}")
+    for key, lines in lists.items():
+        if key != "val" or val:
+            (root / f"list_{key}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def veri_label_xml(names: list[str], root_tag: str = "TrainingImages") -> bytes:
+    """A VeRi label file as shipped: gb2312 declaration, CRLF lines; a Chinese comment makes the
+    encoding matter (multi-byte)."""
+    items = [f'<Item imageName="{n}" vehicleID="{n[:4]}" cameraID="{n[5:9]}" colorID="1" typeID="4" />'
+             for n in names]
+    lines = ['<?xml version="1.0" encoding="gb2312"?>', f'<{root_tag} Version="1.0">', "<!-- 车辆标注 -->",
+             f'<Items number="{len(names)}">', *items, "</Items>", f"</{root_tag}>"]
+    return ("\r\n".join(lines) + "\r\n").encode("gb2312")
+
+
+def make_veri_lists(root: Path, xml: bool = True, **kwargs) -> Path:
+    """VeRi-776 release: the folders, name lists, and (xml) train_label.xml / test_label.xml. As in the real
+    set, the query images are test images too (copied into image_test/ and name_test.txt)."""
+    make_veri(root, **kwargs)
+    (root / "image_test").mkdir(exist_ok=True)
+    for query in sorted((root / "image_query").iterdir()):
+        (root / "image_test" / query.name).write_bytes(query.read_bytes())
+    for split, folder in (("train", "image_train"), ("query", "image_query"), ("test", "image_test")):
+        names = sorted(p.name for p in (root / folder).iterdir())
+        (root / f"name_{split}.txt").write_text("\n".join(names) + "\n")
+        if xml and split != "query":
+            tag = "TrainingImages" if split == "train" else "TestImages"
+            (root / f"{split}_label.xml").write_bytes(veri_label_xml(names, tag))
+    return root
+
+
+def make_lfw(folder: Path, people: list[str], per_person: int = 3, pairs: list[str] | None = None) -> Path:
+    """LFW's `lfw/<Name>/<Name>_0001.jpg` folders with LFW's pairs.txt (header: folds, pairs per fold) copied
+    in, as the face task's test folder expects."""
+    make_face_folders(folder, people, per_person, suffix=".jpg")
+    pairs = pairs if pairs is not None else [f"{people[0]}\t1\t2", f"{people[0]}\t1\t{people[1]}\t3"]
+    (folder / "pairs.txt").write_text("\n".join(["10\t300", *pairs]) + "\n")
+    return folder

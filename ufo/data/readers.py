@@ -19,6 +19,9 @@ Layouts (folder names as the datasets ship them):
 - LFW-style pairs file: lines `name i j` (same person) or `name1 i name2 j` (different), tab or space
   separated, `i` = 1-based position in that identity's sorted file list; an optional first line of one or two
   integers (LFW's fold/pair counts) is a header.
+
+The official list-file releases (MSMT17 V1 / V2, VeRi-776 name lists + XML labels) and the choice of re-id
+layout for a task folder are in `ufo.data.readers_lists`.
 """
 
 from __future__ import annotations

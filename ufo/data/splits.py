@@ -2,8 +2,12 @@
 
 Layouts under `<root>/<task>/`:
 - face: `train/<identity>/*` and `test/<identity>/*` face folders, and `test/pairs.txt` (LFW format).
-- person: Market-1501 (`bounding_box_train/`, `query/`, `bounding_box_test/`).
-- vehicle: VeRi-776 (`image_train/`, `image_query/`, `image_test/`).
+- person: Market-1501 (`bounding_box_train/`, `query/`, `bounding_box_test/`) or the MSMT17 release
+  (`list_train.txt`, `list_query.txt`, `list_gallery.txt`, `train/`, `test/`).
+- vehicle: VeRi-776 with its name lists (`name_train.txt`, `name_query.txt`, `name_test.txt`, labels from
+  `train_label.xml` / `test_label.xml` when present) or, without the lists, the image folders alone
+  (`image_train/`, `image_query/`, `image_test/`).
+  A re-id folder holding none of its task's layouts is one DataError listing what each layout needs.
 - product: Stanford Online Products (`Ebay_train.txt`, `Ebay_test.txt`, image paths relative to the folder).
 
 Splits:
@@ -30,13 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ufo.data.readers import read_face_folders, read_face_pairs, read_market, read_sop, read_veri
+from ufo.data.readers import read_face_folders, read_face_pairs, read_sop
+from ufo.data.readers_lists import MARKET_LAYOUT, MSMT17_LAYOUT, VERI_LAYOUT, VERI_LISTS_LAYOUT, detect_reid_layout
 from ufo.data.types import DataError, EvalSet, Sample, TaskData
 from ufo.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
-REID_READERS = {"person": read_market, "vehicle": read_veri}
+# per re-id task, its layouts in order of preference (a full VeRi release has both the lists and the folders)
+REID_LAYOUTS = {"person": (MARKET_LAYOUT, MSMT17_LAYOUT), "vehicle": (VERI_LISTS_LAYOUT, VERI_LAYOUT)}
 
 
 def group_by_label(samples: Sequence[Sample]) -> dict[int, list[Sample]]:
@@ -86,7 +92,7 @@ def make_face_pairs(
 
 
 def _eligible(task: str, samples: list[Sample]) -> bool:
-    if task in REID_READERS:
+    if task in REID_LAYOUTS:
         return len({s.camera for s in samples}) >= 2
     return len(samples) >= 2
 
@@ -113,7 +119,7 @@ def build_val_set(task: str, held: dict[int, list[Sample]], seed: int) -> EvalSe
     """EvalSet over held-out identities, by the task's protocol (module docstring)."""
     rng = np.random.default_rng([seed, 1])  # a stream apart from the identity choice
     samples = [s for label in sorted(held) for s in held[label]]
-    if task in REID_READERS:
+    if task in REID_LAYOUTS:
         query, gallery = [], []
         for label in sorted(held):
             q, g = split_query_gallery(held[label], rng)
@@ -133,8 +139,10 @@ def remap_labels(samples: Sequence[Sample]) -> tuple[list[Sample], int]:
 
 def read_task_splits(task: str, folder: Path) -> tuple[list[Sample], EvalSet]:
     """(train samples with original labels, the dataset's own test EvalSet) from `folder`."""
-    if task in REID_READERS:
-        read = REID_READERS[task]
+    if task in REID_LAYOUTS:
+        layout = detect_reid_layout(folder, REID_LAYOUTS[task], task)
+        log.info("%s: reading %s as %s", task, folder, layout.name)
+        read = layout.read
         return read(folder, "train"), EvalSet(read(folder, "query"), read(folder, "gallery"))
     if task == "product":
         test = read_sop(folder, "test")
