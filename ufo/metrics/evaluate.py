@@ -7,6 +7,7 @@ import numpy as np
 from ufo.data.types import EvalSet
 from ufo.metrics import _validate
 from ufo.metrics.face import tar_at_far, verification_accuracy
+from ufo.metrics.face_gallery import face_gallery_metrics
 from ufo.metrics.product import recall_at_k
 from ufo.metrics.reid import evaluate_reid
 from ufo.tasks import TASK_SPECS, TASKS
@@ -27,7 +28,9 @@ def evaluate_embeddings(
     - face: pair scores from ``eval_set.pairs`` (indices into the query list) →
       ``verification_accuracy`` (10 folds, or one per pair when there are fewer than 10 pairs),
       ``verification_std``, ``threshold`` (best over all pairs), ``tar@far=1e-3``/``1e-4`` and
-      their thresholds ``threshold@far=...`` (see `tar_at_far` for FARs too small for the data).
+      their thresholds ``threshold@far=...`` (see `tar_at_far` for FARs too small for the data), and
+      ``gallery_rank1``/``gallery_mAP``: enrolled photos vs other photos of the same people
+      (`face_gallery_metrics`).
 
     The key ``TASK_SPECS[task].metric`` is always present. Raises ValueError naming what is wrong.
     """
@@ -68,6 +71,7 @@ def evaluate_face(feats: np.ndarray, eval_set: EvalSet) -> dict[str, float]:
         tar, threshold = tar_at_far(scores, same, far)
         result[f"tar@far={name}"] = tar
         result[f"threshold@far={name}"] = threshold
+    result.update(face_gallery_metrics(feats, labels_of(eval_set.query)))
     return result
 
 
