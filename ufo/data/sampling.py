@@ -122,6 +122,24 @@ class ShuffleSampler(_PassSampler):
         return np.concatenate(rows)
 
 
+def stream_seeds(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+    """(sampler seed, augmentation seed) of a task stream: every stream kind derives them the same way, so the
+    cached and the streaming path draw the same batches for the same seed."""
+    sampler_seed, augment_seed = np.random.SeedSequence(seed).spawn(2)
+    return sampler_seed, augment_seed
+
+
+def build_sampler(labels: np.ndarray, batch_size: int, p: int | None, k: int | None,
+                  seed: np.random.SeedSequence | int) -> IdentitySampler | ShuffleSampler:
+    """P x K identity batches with `k` set (P = batch_size // k unless `p` is given), else shuffled batches."""
+    if k is None:
+        return ShuffleSampler(len(labels), batch_size, seed)
+    p = p if p is not None else batch_size // k
+    if p * k != batch_size:
+        raise ValueError(f"TaskStream: batch_size {batch_size} is not p*k = {p}*{k}")
+    return IdentitySampler(labels, p, k, seed)
+
+
 class TaskStream:
     """Infinite (images float32 [B, 3, H, W], labels int64 [B]) batches for one task, read from memory.
 
@@ -147,14 +165,8 @@ class TaskStream:
         self.labels = np.asarray([s.label for s in self.samples], dtype=np.int64)
         self.cache = cache if cache is not None else ImageCache([s.path for s in self.samples], size)
         self._rows = np.asarray([self.cache.row_of(s.path) for s in self.samples], dtype=np.int64)
-        sampler_seed, augment_seed = np.random.SeedSequence(seed).spawn(2)
-        if k is not None:
-            p = p if p is not None else batch_size // k
-            if p * k != batch_size:
-                raise ValueError(f"TaskStream: batch_size {batch_size} is not p*k = {p}*{k}")
-            self.sampler: IdentitySampler | ShuffleSampler = IdentitySampler(self.labels, p, k, sampler_seed)
-        else:
-            self.sampler = ShuffleSampler(len(self.samples), batch_size, sampler_seed)
+        sampler_seed, augment_seed = stream_seeds(seed)
+        self.sampler = build_sampler(self.labels, batch_size, p, k, sampler_seed)
         self.augment = augment
         self.rng = np.random.default_rng(augment_seed)
         self.batches = 0
