@@ -16,16 +16,22 @@ from ufo.search.recalibrate import recalibrate_bn, recalibration_batches
 from ufo.search.run import load_search_inputs
 from ufo.search.trim import load_subnet
 
+TINY = {"steps": 2, "batch_per_task": 8, "checkpoint_every": 1}
+
+
+def tiny_pipeline(data, root, run="run", jobs=1, seed=0, compare_runs=()):
+    return run_pipeline(
+        "demo", data, root / run, root / "docs", ("face", "product"), params_ratio=0.7, flops_ratio=0.5,
+        settings=EvolutionSettings(population=4, generations=2, seed=seed),
+        train_overrides={**TINY, "seed": seed}, finetune_steps=2, jobs=jobs, compare_runs=compare_runs,
+    )
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_demo, tmp_path_factory):
+    """Two worker processes (the default on 2 cores): trainings and searches run in spawned workers."""
     root = tmp_path_factory.mktemp("pipeline")
-    summary = run_pipeline(
-        "demo", tiny_demo, root / "run", root / "docs", ("face", "product"), params_ratio=0.7, flops_ratio=0.5,
-        settings=EvolutionSettings(population=4, generations=2, seed=0),
-        train_overrides={"steps": 2, "batch_per_task": 8, "checkpoint_every": 1}, finetune_steps=2,
-    )
-    return root, summary
+    return root, tiny_pipeline(tiny_demo, root, jobs=2)
 
 
 def test_pipeline_writes_every_stage_and_a_report(tiny_run):
@@ -52,12 +58,40 @@ def test_pipeline_writes_every_stage_and_a_report(tiny_run):
 
 def test_rerunning_skips_finished_stages(tiny_run, tiny_demo):
     root, _ = tiny_run
-    again = run_pipeline(
-        "demo", tiny_demo, root / "run", root / "docs", ("face", "product"), params_ratio=0.7, flops_ratio=0.5,
-        settings=EvolutionSettings(population=4, generations=2, seed=0),
-        train_overrides={"steps": 2, "batch_per_task": 8, "checkpoint_every": 1}, finetune_steps=2,
-    )
-    assert set(again["stage_seconds"]) == {"report"}
+    assert set(tiny_pipeline(tiny_demo, root, jobs=2)["stage_seconds"]) == {"report"}
+
+
+def test_a_run_is_reproducible_given_its_seed_in_or_out_of_worker_processes(tiny_run, tiny_demo):
+    """Same seed, one torch thread: the in-process run (jobs=1) and the worker run (jobs=2) train bit-identical
+    weights; another seed does not. Its report then shows both seeds side by side."""
+    root, _ = tiny_run
+    tiny_pipeline(tiny_demo, root, run="again", jobs=1)
+    tiny_pipeline(tiny_demo, root, run="seed1", jobs=1, seed=1, compare_runs=(root / "run",))
+
+    def weights(run, stage="supernet"):
+        return torch.load(root / run / stage / "checkpoint.pt", weights_only=False)["model"]
+
+    for stage in ("supernet", "baselines/face"):
+        first, again, other = weights("run", stage), weights("again", stage), weights("seed1", stage)
+        assert all(torch.equal(first[k], again[k]) for k in first)
+        assert not all(torch.equal(first[k], other[k]) for k in first)
+    report = json.loads((root / "docs" / "results.json").read_text())
+    seeds = report["tasks"]["face"]["seeds"]
+    assert [s["seed"] for s in seeds] == [1, 0]
+    assert seeds[1]["run"] == str(root / "run") and set(seeds[1]["metrics"]) >= {"single_task", "trimmed"}
+    md = (root / "docs" / "results.md").read_text()
+    assert "## Over seeds" in md and "| face | trimmed subnet (no fine-tune) |" in md
+
+
+def test_report_puts_classical_baselines_beside_the_models(tiny_run):
+    root, _ = tiny_run
+    report = json.loads((root / "docs" / "results.json").read_text())
+    face = report["tasks"]["face"]
+    assert set(face["classical"]) == {"pixels", "fisherfaces"}
+    for metrics in face["classical"].values():
+        assert 0.0 <= metrics["gallery_mAP"] <= 1.0 and 0.0 <= metrics["verification_accuracy"] <= 1.0
+    assert "gallery_mAP" in face["models"]["trimmed"]["metrics"]
+    assert "| Fisherfaces (PCA to 95% variance + LDA) |" in (root / "docs" / "results.md").read_text()
 
 
 def test_trimmed_subnet_equals_the_recalibrated_supernet_at_its_config(tiny_run, tiny_demo):

@@ -34,6 +34,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     train.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     train.add_argument("--grad-checkpointing", action="store_true")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any training setting (ufo/train/config.py), e.g. --set distill=1.0")
+    train.add_argument("--init", default=None, metavar="PATH",
+                       help="start from a timm / DeiT ViT checkpoint (.pth / .safetensors) of the preset's size "
+                            "(docs/pretrained.md); the run folder gets init_report.json")
+    train.add_argument("--data-loader", choices=("cache", "stream"), default=None,
+                       help="cache: decode the training sets into memory (small sets); stream: read batches from "
+                            "the files in worker processes (large sets) (default: the preset's, cache)")
+    train.add_argument("--loader-workers", type=int, default=None,
+                       help="decoding processes per task with --data-loader stream (default 2; 0: in-process)")
     _handler(train, "ufo.train.run:cli_train")
 
 
@@ -71,6 +81,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--data", default="data/demo")
     report.add_argument("--out", default="docs", help="where results.md, results.json and img/ go")
     report.add_argument("--repeats", type=int, default=3, help="interleaved latency rounds per model")
+    report.add_argument("--compare", nargs="*", default=[], metavar="RUN",
+                        help="other runs of the same pipeline (other seeds): the report shows the spread over all")
     _handler(report, "ufo.report.build:cli_report")
 
     pipe = sub.add_parser("pipeline", help="data -> train -> baselines -> search -> trim -> report, end to end")
@@ -85,11 +97,18 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     pipe.add_argument("--max-flops-ratio", type=float, default=0.5)
     pipe.add_argument("--population", type=int, default=16)
     pipe.add_argument("--generations", type=int, default=6)
-    pipe.add_argument("--seed", type=int, default=0)
+    pipe.add_argument("--seed", type=int, default=0, help="training, search and data-split seed")
+    pipe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a training setting of the supernet and the baselines alike")
     pipe.add_argument("--finetune-steps", type=int, default=100,
                       help="also fine-tune each trimmed subnet this many steps, to measure whether it helps "
                            "(the exported model stays the un-tuned one; 0 = skip)")
     pipe.add_argument("--force", action="store_true", help="rerun every stage even if its output exists")
+    pipe.add_argument("--jobs", type=int, default=None,
+                      help="worker processes of 1 torch thread each for the trainings and searches "
+                           "(default: one per core; 1: everything in this process)")
+    pipe.add_argument("--compare", nargs="*", default=[], metavar="RUN",
+                      help="other runs of the same pipeline (other seeds): the report shows the spread over all")
     _handler(pipe, "ufo.pipeline:cli_pipeline")
 
 

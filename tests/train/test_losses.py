@@ -2,9 +2,10 @@
 
 import math
 
+import pytest
 import torch
 
-from ufo.train.losses import batch_hard_triplet_loss, cosface_loss, pairwise_distances
+from ufo.train.losses import batch_hard_triplet_loss, cosface_loss, pairwise_distances, soft_target_loss
 
 
 def test_cosface_hand_worked():
@@ -47,3 +48,13 @@ def test_pairwise_distance_gradient_is_finite_for_duplicates():
     x = torch.tensor([[1.0, 2.0], [1.0, 2.0]], requires_grad=True)
     pairwise_distances(x).sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_soft_target_loss_is_zero_for_a_perfect_student_and_grows_with_disagreement():
+    teacher = torch.tensor([[3.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    assert soft_target_loss(teacher.clone(), teacher) == pytest.approx(0.0, abs=1e-6)
+    near, far = teacher + 0.1 * torch.tensor([[0.0, 1.0, 0.0]] * 2), teacher.flip(1)
+    assert 0 < soft_target_loss(near, teacher) < soft_target_loss(far, teacher)
+    student = far.clone().requires_grad_()
+    soft_target_loss(student, teacher.requires_grad_()).backward()
+    assert student.grad.abs().sum() > 0 and teacher.grad is None  # the teacher is not trained by it

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from ufo.train.checkpoint import CheckpointError, load_checkpoint, supernet_from_checkpoint
-from ufo.train.config import get_train_config
+from ufo.train.config import TrainConfig, get_train_config
 from ufo.train.run import load_data, run_training
-from ufo.train.trainer import Trainer, build_param_groups, lr_factor
+from ufo.train.trainer import Trainer, build_param_groups, lr_factor, task_loss_weights
 
 TINY = dict(steps=4, batch_per_task=8, checkpoint_every=2, log_every=1)
 
@@ -115,3 +115,32 @@ def test_torchrun_ddp_two_processes_on_cpu(tiny_demo, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 2
+
+
+def test_loss_balance_weights_tasks_by_inverse_cosface_scale():
+    weights = task_loss_weights(("face", "vehicle"), "cosface_scale")  # s = 50 and 20
+    assert weights["vehicle"] / weights["face"] == pytest.approx(50 / 20)
+    assert sum(weights.values()) / 2 == pytest.approx(1.0)
+    assert task_loss_weights(("face",), "cosface_scale") == {"face": pytest.approx(1.0)}
+    assert task_loss_weights(("face", "vehicle"), "none") == {"face": 1.0, "vehicle": 1.0}
+    with pytest.raises(ValueError, match="loss_balance must be one of none, cosface_scale"):
+        tiny_config(loss_balance="gradnorm")
+    with pytest.raises(ValueError, match="distill must be >= 0"):
+        tiny_config(distill=-1.0)
+
+
+def test_distillation_pulls_the_sampled_subnet_towards_the_largest(tiny_demo, tmp_path):
+    """With distill > 0 the random subnet's loss carries a soft-target term: the same step's losses differ
+    from a run without it only in the non-max part, and training still runs."""
+    data = load_data(tiny_demo, ("product",), 0.2, 0)
+    plain = Trainer(tiny_config(tasks=("product",), steps=2), data, tmp_path / "a").fit().losses
+    distilled = Trainer(tiny_config(tasks=("product",), steps=2, distill=5.0), data, tmp_path / "b").fit().losses
+    assert distilled[0] > plain[0]  # the soft-target term is added (and is positive) on the first step
+
+
+def test_set_overrides_parse_json_values_and_name_unknown_fields():
+    parsed = TrainConfig.parse_overrides(["distill=1.5", "loss_balance=cosface_scale", 'sandwich=["max"]'])
+    assert parsed == {"distill": 1.5, "loss_balance": "cosface_scale", "sandwich": ("max",)}
+    for bad in ("distil=1", "distill"):
+        with pytest.raises(ValueError, match="expected key=value with key one of"):
+            TrainConfig.parse_overrides([bad])

@@ -22,19 +22,20 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LinearEmbedding:
-    """x -> normalise((x - mean) @ projection): what every baseline here is."""
+    """x -> normalise((x - mean) @ projection): what every baseline here is (no projection: the identity)."""
 
     mean: np.ndarray  # [D]
-    projection: np.ndarray  # [D, d]
+    projection: np.ndarray | None  # [D, d]
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        return _unit_rows((_flat(pixels) - self.mean) @ self.projection)
+        centred = _flat(pixels) - self.mean
+        return _unit_rows(centred if self.projection is None else centred @ self.projection)
 
 
 def fit_pixels(train_pixels: np.ndarray) -> LinearEmbedding:
     """Raw pixels centred on the training mean (identity projection)."""
     x = _flat(train_pixels)
-    return LinearEmbedding(x.mean(axis=0), np.eye(x.shape[1]))
+    return LinearEmbedding(x.mean(axis=0), None)
 
 
 def fit_fisherfaces(train_pixels: np.ndarray, labels: np.ndarray, variance: float = 0.95) -> LinearEmbedding:

@@ -19,8 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from ufo.data.images import ImageCache
+from ufo.data.types import TaskData
+from ufo.metrics.baselines import fit_fisherfaces, fit_pixels
+from ufo.metrics.evaluate import evaluate_embeddings
 from ufo.model.cost import subnet_cost
 from ufo.model.static import StaticViT, extract_subnet
 from ufo.search.budget import measure_latency_ms
@@ -52,9 +57,8 @@ def measure_latencies(models: dict[str, StaticViT], img_size: tuple[int, int],
     return {name: {b: sorted(v)[len(v) // 2] for b, v in per.items()} for name, per in samples.items()}
 
 
-def report_task(run_dir: Path, task: str, data_root: str | Path, repeats: int = 3) -> dict[str, Any]:
-    from ufo.data.splits import load_task_data
-
+def load_models(run_dir: Path, task: str) -> tuple[dict[str, StaticViT], dict[str, Any], dict[str, Any]]:
+    """(static models of the run by role, the supernet's train config, the trimmed subnet's metadata)."""
     supernet, train_cfg = largest_static(run_dir / "supernet" / "checkpoint.pt", task)
     models: dict[str, StaticViT] = {"supernet": supernet}
     baseline_ckpt = run_dir / "baselines" / task / "checkpoint.pt"
@@ -67,17 +71,62 @@ def report_task(run_dir: Path, task: str, data_root: str | Path, repeats: int = 
     tuned_path = run_dir / "subnets" / f"{task}.finetuned.pt"
     if tuned_path.exists():
         models["trimmed_finetuned"] = load_subnet(tuned_path)[0]
-    data = load_task_data(task, data_root, val_fraction=train_cfg.get("val_fraction", 0.2),
+    return models, train_cfg, trimmed_meta
+
+
+def _task_data(task: str, data_root: str | Path, train_cfg: dict[str, Any]) -> TaskData:
+    from ufo.data.splits import load_task_data
+
+    return load_task_data(task, data_root, val_fraction=train_cfg.get("val_fraction", 0.2),
                           seed=train_cfg.get("seed", 0))
+
+
+def _scores(task: str, images: EvalImages, module: torch.nn.Module) -> dict[str, float]:
+    return {k: v for k, v in images.score(task, module).items() if not k.startswith("num_")}
+
+
+def classical_baselines(task: str, data: TaskData, images: EvalImages) -> dict[str, dict[str, float]]:
+    """Test metrics of raw pixels and Fisherfaces fitted on the task's training images: the bar a trained
+    model must clear to mean anything."""
+    train = ImageCache([s.path for s in data.train], images.cache.size)
+    train_pixels = train.normalized(np.arange(len(train)))
+    labels = np.asarray([s.label for s in data.train])
+    test_pixels = images.cache.normalized(np.arange(len(images.cache)))
+    out = {}
+    for name, embedding in (("pixels", fit_pixels(train_pixels)),
+                            ("fisherfaces", fit_fisherfaces(train_pixels, labels))):
+        feats = embedding(test_pixels)
+        metrics = evaluate_embeddings(task, feats[images.query_rows], feats[images.gallery_rows], images.eval_set)
+        out[name] = {k: v for k, v in metrics.items() if not k.startswith("num_")}
+    return out
+
+
+def seed_scores(run_dir: Path, task: str, data_root: str | Path) -> dict[str, Any]:
+    """Headline test metric of each model of another run (another seed) of the same pipeline."""
+    models, train_cfg, _ = load_models(run_dir, task)
+    images = EvalImages(_task_data(task, data_root, train_cfg).test, models["supernet"].arch.img_size)
+    return {"run": str(run_dir), "seed": train_cfg.get("seed"),
+            "metrics": {name: _scores(task, images, m) for name, m in models.items()}}
+
+
+def report_task(run_dir: Path, task: str, data_root: str | Path, repeats: int = 3,
+                compare_runs: tuple[Path, ...] = ()) -> dict[str, Any]:
+    models, train_cfg, trimmed_meta = load_models(run_dir, task)
+    supernet = models["supernet"]
+    data = _task_data(task, data_root, train_cfg)
     images = EvalImages(data.test, supernet.arch.img_size)
     latency = measure_latencies(models, supernet.arch.img_size, repeats)
     rows = {}
     for name, module in models.items():
         cost = subnet_cost(module.arch, module.cfg)
-        metrics = {k: v for k, v in images.score(task, module).items() if not k.startswith("num_")}
-        rows[name] = {"metrics": metrics, "params": cost.params, "flops": cost.flops, "config": module.cfg.to_dict(),
+        rows[name] = {"metrics": _scores(task, images, module), "params": cost.params, "flops": cost.flops,
+                      "config": module.cfg.to_dict(),
                       "latency_ms": {f"batch{b}": round(v, 3) for b, v in latency[name].items()}}
-    result: dict[str, Any] = {"task": task, "metric": TASK_SPECS[task].metric, "models": rows}
+    result: dict[str, Any] = {"task": task, "metric": TASK_SPECS[task].metric, "models": rows,
+                              "classical": classical_baselines(task, data, images)}
+    result["seeds"] = [{"run": str(run_dir), "seed": train_cfg.get("seed"),
+                        "metrics": {name: row["metrics"] for name, row in rows.items()}}]
+    result["seeds"] += [seed_scores(Path(other), task, data_root) for other in compare_runs]
     if "trimmed" in rows:
         result["trimmed_vs_supernet"] = {
             "params_ratio": rows["trimmed"]["params"] / rows["supernet"]["params"],
@@ -105,7 +154,10 @@ def copy_search_plots(run_dir: Path, tasks: tuple[str, ...], img_dir: Path) -> l
 
 
 def build_report(run_dir: str | Path, data_root: str | Path, out_dir: str | Path = "docs",
-                 tasks: tuple[str, ...] | None = None, repeats: int = 3) -> dict[str, Any]:
+                 tasks: tuple[str, ...] | None = None, repeats: int = 3,
+                 compare_runs: tuple[str | Path, ...] = ()) -> dict[str, Any]:
+    """The report of `run_dir` (the run whose subnets are exported), with the headline metrics of
+    `compare_runs` (the same pipeline at other seeds) beside it for the spread."""
     from ufo.report.render import render_charts, render_markdown
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -117,7 +169,7 @@ def build_report(run_dir: str | Path, data_root: str | Path, out_dir: str | Path
         "run_dir": str(run_dir), "data_root": str(data_root), "machine": f"{platform.machine()}, "
         f"{torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",
         "train_config": ckpt.get("train_config"),
-        "tasks": {t: report_task(run_dir, t, data_root, repeats) for t in tasks},
+        "tasks": {t: report_task(run_dir, t, data_root, repeats, tuple(Path(r) for r in compare_runs)) for t in tasks},
     }
     supernet_run = run_dir / "supernet" / "run.json"
     if supernet_run.exists():
@@ -137,6 +189,6 @@ def build_report(run_dir: str | Path, data_root: str | Path, out_dir: str | Path
 
 
 def cli_report(args: argparse.Namespace) -> int:
-    build_report(args.run, args.data, args.out, repeats=args.repeats)
+    build_report(args.run, args.data, args.out, repeats=args.repeats, compare_runs=tuple(args.compare))
     print(f"wrote {Path(args.out) / 'results.md'} and results.json")
     return 0

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ufo.tasks import TASKS
+
+LOSS_BALANCE_RULES = ("none", "cosface_scale")  # ufo.train.trainer.task_loss_weights
+DATA_LOADERS = ("cache", "stream")  # the TaskStream kinds (ufo.data.loader.make_task_stream)
 
 
 @dataclass(frozen=True)
@@ -24,12 +28,29 @@ class TrainConfig:
     # supernet sampling per step (sandwich rule); ("max",) trains a plain network
     sandwich: tuple[str, ...] = ("max", "min", "random")
     lr_mult: dict[str, float] = field(default_factory=dict)  # per-task multipliers for task-specific params
+    loss_balance: str = "none"  # how task losses are weighted in the sum (LOSS_BALANCE_RULES)
+    distill: float = 0.0  # in-place distillation weight: sampled subnets learn the largest one's class scores
     val_fraction: float = 0.2  # training identities held out for validation (the search scores on them)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
     grad_checkpointing: bool = False
     augment: bool = True
+    init_from: str | None = None  # a timm / DeiT ViT checkpoint (.pth / .safetensors) to start from (pretrained.py)
+    # "cache": decode each training split into memory once (small sets); "stream": read every batch from the
+    # files in DataLoader worker processes (sets that do not fit in memory, e.g. MSMT17, CASIA-WebFace)
+    data_loader: str = "cache"
+    loader_workers: int = 2  # decoding processes per task with data_loader="stream" (0: in the training process)
+
+    def __post_init__(self) -> None:
+        if self.loss_balance not in LOSS_BALANCE_RULES:
+            raise ValueError(f"loss_balance must be one of {', '.join(LOSS_BALANCE_RULES)}, got {self.loss_balance!r}")
+        if not self.distill >= 0:
+            raise ValueError(f"distill must be >= 0, got {self.distill!r}")
+        if self.data_loader not in DATA_LOADERS:
+            raise ValueError(f"data_loader must be one of {', '.join(DATA_LOADERS)}, got {self.data_loader!r}")
+        if type(self.loader_workers) is not int or self.loader_workers < 0:
+            raise ValueError(f"loader_workers must be an integer >= 0, got {self.loader_workers!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,6 +62,24 @@ class TrainConfig:
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+    @classmethod
+    def parse_overrides(cls, pairs: list[str] | None) -> dict[str, Any]:
+        """`--set key=value` pairs -> {field: value}; values are JSON (`0.5`, `true`, `["max","random"]`) or a bare
+        string. Unknown fields and malformed pairs raise ValueError naming them."""
+        fields = set(cls.__dataclass_fields__)
+        out: dict[str, Any] = {}
+        for pair in pairs or []:
+            key, sep, text = pair.partition("=")
+            if not sep or key not in fields:
+                raise ValueError(f"--set {pair!r}: expected key=value with key one of {', '.join(sorted(fields))}")
+            try:
+                out[key] = json.loads(text)
+            except json.JSONDecodeError:
+                out[key] = text
+            if key in ("tasks", "sandwich") and isinstance(out[key], list):
+                out[key] = tuple(out[key])
+        return out
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -6,12 +6,25 @@ import torch
 import torch.nn.functional as F
 
 
+def class_cosines(features: torch.Tensor, class_weight: torch.Tensor) -> torch.Tensor:
+    """cos(theta_j) between each feature and each class weight, [B, C]."""
+    return F.normalize(features, dim=-1) @ F.normalize(class_weight, dim=-1).t()
+
+
 def cosface_loss(features: torch.Tensor, class_weight: torch.Tensor, labels: torch.Tensor,
                  scale: float, margin: float) -> torch.Tensor:
     """Large-margin cosine loss: cross-entropy over s * (cos(theta_j) - m * [j == y])."""
-    cos = F.normalize(features, dim=-1) @ F.normalize(class_weight, dim=-1).t()
+    cos = class_cosines(features, class_weight)
     logits = scale * (cos - margin * F.one_hot(labels, cos.shape[1]).to(cos.dtype))
     return F.cross_entropy(logits, labels)
+
+
+def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """In-place distillation (OFA, BigNAS): cross-entropy of the student's class distribution against the
+    teacher's (the largest subnet's, detached), minus the teacher's entropy so a perfect student scores 0."""
+    teacher = F.softmax(teacher_logits.detach(), dim=-1)
+    return (teacher * (F.log_softmax(teacher_logits.detach(), dim=-1) - F.log_softmax(student_logits, dim=-1))
+            ).sum(dim=-1).mean()
 
 
 def pairwise_distances(x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """`ufo train`: load the task data, train (or resume), evaluate on held-out identities, write the run folder.
 
-Run folder: checkpoint.pt, train_log.jsonl, metrics.json ({"val"|"test": {task: {metric: value}}}), run.json.
+Run folder: checkpoint.pt, train_log.jsonl, metrics.json ({"val"|"test": {task: {metric: value}}}), run.json,
+and init_report.json when it started from a pretrained ViT (--init).
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def run_training(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, r
         trainer.resume()
     elif trainer.checkpoint_path.exists():
         raise ValueError(f"{trainer.checkpoint_path} exists: pass --resume to continue it, or choose a new --out")
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        trainer.close()  # stops streaming loader workers before the evaluation
     summary: dict[str, Any] = {
         "train_config": cfg.to_dict(), "steps": trainer.step, "checkpoint": str(result.checkpoint),
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -71,10 +75,12 @@ def run_training(cfg: TrainConfig, data_root: str | Path, out_dir: str | Path, r
 
 
 def cli_train(args: argparse.Namespace) -> int:
-    cfg = get_train_config(args.preset).with_overrides(
+    overrides = dict(
         tasks=parse_tasks(args.tasks), steps=args.steps, batch_per_task=args.batch_per_task, seed=args.seed,
-        grad_checkpointing=args.grad_checkpointing or None,
+        grad_checkpointing=args.grad_checkpointing or None, data_loader=args.data_loader,
+        loader_workers=args.loader_workers, init_from=args.init,
     )
+    cfg = get_train_config(args.preset).with_overrides(**{**overrides, **TrainConfig.parse_overrides(args.set)})
     summary = run_training(cfg, args.data, args.out, resume=args.resume, evaluate=not args.no_eval)
     print(f"trained {summary['steps']} steps in {summary['train_seconds']} s -> {summary['checkpoint']}")
     return 0

@@ -24,16 +24,18 @@ from tqdm import tqdm
 from ufo.data.types import TaskData
 from ufo.model.config import SubnetConfig
 from ufo.model.presets import get_arch
+from ufo.model.pretrained import ImportReport, load_vit_weights
 from ufo.model.supernet import UFOSupernet
 from ufo.tasks import TASK_SPECS
 from ufo.train import distributed as dist
 from ufo.train.checkpoint import check_same_arch, load_checkpoint, save_checkpoint
-from ufo.train.config import TrainConfig
-from ufo.train.losses import batch_hard_triplet_loss, cosface_loss
+from ufo.train.config import LOSS_BALANCE_RULES, TrainConfig
+from ufo.train.losses import batch_hard_triplet_loss, class_cosines, cosface_loss, soft_target_loss
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+INIT_REPORT_NAME = "init_report.json"  # what --init loaded (ufo.model.pretrained.ImportReport)
 
 
 @dataclass
@@ -82,31 +84,52 @@ def config_for_step(model: UFOSupernet, kind: str, seed: int, step: int, index: 
 
 class SupernetLosses(nn.Module):
     """The supernet plus its training losses in one forward, so DistributedDataParallel sees every parameter
-    that gets a gradient (the CosFace class weights included) inside the module it wraps."""
+    that gets a gradient (the CosFace class weights included) inside the module it wraps.
 
-    def __init__(self, supernet: UFOSupernet) -> None:
+    Returns (loss per task, class logits per task). Given `teacher_logits` (the largest subnet's, from the
+    same step), each task's loss adds `distill` x the soft-target loss towards them: in-place distillation."""
+
+    def __init__(self, supernet: UFOSupernet, distill: float = 0.0) -> None:
         super().__init__()
         self.supernet = supernet
+        self.distill = distill
 
     def forward(self, images: torch.Tensor, labels: dict[str, torch.Tensor], segments: list[tuple[str, int]],
-                cfg: SubnetConfig) -> dict[str, torch.Tensor]:
+                cfg: SubnetConfig, teacher_logits: dict[str, torch.Tensor] | None = None
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         out = self.supernet(images, segments, cfg)
-        losses = {}
+        losses, logits = {}, {}
         for task, (pre, post) in out.items():
             spec = TASK_SPECS[task]
             weight = self.supernet.classifiers[task][:, : cfg.embed_dim]
             loss = cosface_loss(post, weight, labels[task], spec.cosface_scale, spec.cosface_margin)
             if spec.use_triplet:
                 loss = loss + batch_hard_triplet_loss(pre, labels[task])
+            logits[task] = spec.cosface_scale * class_cosines(post, weight)
+            if teacher_logits is not None and self.distill > 0:
+                loss = loss + self.distill * soft_target_loss(logits[task], teacher_logits[task])
             losses[task] = loss
-        return losses
+        return losses, {t: v.detach() for t, v in logits.items()}
+
+
+def task_loss_weights(tasks: tuple[str, ...], rule: str) -> dict[str, float]:
+    """Weight of each task's loss in the sum. "cosface_scale": 1 / s_task, normalised to mean 1, so every task
+    pushes the shared backbone equally hard at the start (a CosFace gradient grows with its scale s; measured in
+    bench/task_gradients.py: face's (s=50) was 2.4x vehicle's (s=20)). One task always weighs 1."""
+    if rule == "none":
+        return dict.fromkeys(tasks, 1.0)
+    if rule == "cosface_scale":
+        inverse = {t: 1.0 / TASK_SPECS[t].cosface_scale for t in tasks}
+        mean = sum(inverse.values()) / len(inverse)
+        return {t: v / mean for t, v in inverse.items()}
+    raise ValueError(f"unknown loss_balance {rule!r}; expected one of {', '.join(LOSS_BALANCE_RULES)}")
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, data: dict[str, TaskData], out_dir: str | Path,
                  device: str | None = None) -> None:
         from ufo.data.augment import AUGMENT_PRESETS
-        from ufo.data.sampling import TaskStream
+        from ufo.data.loader import make_task_stream
 
         self.cfg, self.out_dir = cfg, Path(out_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -117,14 +140,17 @@ class Trainer:
             self.arch, {t: data[t].num_classes for t in cfg.tasks}, drop_path_rate=cfg.drop_path,
             grad_checkpointing=cfg.grad_checkpointing,
         ).to(self.device)
-        self.wrapped = dist.wrap(SupernetLosses(self.model), self.device)
+        self.init_report = self._init_from_pretrained() if cfg.init_from else None
+        self.wrapped = dist.wrap(SupernetLosses(self.model, cfg.distill), self.device)
+        self.loss_weights = task_loss_weights(cfg.tasks, cfg.loss_balance)
         self.optimizer = torch.optim.SGD(build_param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=True)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         self.streams = {
-            t: TaskStream(data[t].train, size=self.arch.img_size, batch_size=cfg.batch_per_task,
-                          k=cfg.instances_per_id, augment=AUGMENT_PRESETS[t] if cfg.augment else None,
-                          seed=cfg.seed * 1000 + 17 * i + self.rank)
+            t: make_task_stream(cfg.data_loader, data[t].train, size=self.arch.img_size,
+                                batch_size=cfg.batch_per_task, k=cfg.instances_per_id,
+                                augment=AUGMENT_PRESETS[t] if cfg.augment else None,
+                                seed=cfg.seed * 1000 + 17 * i + self.rank, workers=cfg.loader_workers)
             for i, t in enumerate(cfg.tasks)
         }
         self.step = 0
@@ -133,6 +159,15 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / CHECKPOINT_NAME
+
+    def _init_from_pretrained(self) -> ImportReport:
+        """Load cfg.init_from (a timm / DeiT ViT file) into the fresh supernet, before the DDP wrap, and write the
+        report to the run folder. A resumed run then replaces these weights with its checkpoint's."""
+        report = load_vit_weights(self.model, self.cfg.init_from)
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            report.write_json(self.out_dir / INIT_REPORT_NAME)
+        return report
 
     def state(self) -> dict[str, Any]:
         return {
@@ -164,6 +199,13 @@ class Trainer:
         self.step = int(ckpt["step"])
         log.info("resumed %s at step %d", self.checkpoint_path, self.step)
 
+    def close(self) -> None:
+        """Stop the data streams' worker processes (streaming loader); the in-memory streams have none."""
+        for stream in self.streams.values():
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
     # ---- the loop ------------------------------------------------------------------------------
     def _set_lr(self) -> float:
         factor = lr_factor(self.step, self.cfg.steps, self.cfg.warmup_fraction)
@@ -180,13 +222,16 @@ class Trainer:
         self.model.train()
         per_task = dict.fromkeys(self.cfg.tasks, 0.0)
         n = len(self.cfg.sandwich)
+        teacher = None  # the largest subnet's logits, when it runs first (the sandwich rule's "max")
         for i, kind in enumerate(self.cfg.sandwich):
             cfg = config_for_step(self.model, kind, self.cfg.seed, self.step, i)
             with dist.no_sync_unless(self.wrapped, last=i == n - 1), torch.autocast(
                     self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
-                losses = self.wrapped(images, labels, segments, cfg)
-                total = sum(losses.values()) / n
+                losses, logits = self.wrapped(images, labels, segments, cfg, None if kind == "max" else teacher)
+                total = sum(self.loss_weights[t] * v for t, v in losses.items()) / n
             self.scaler.scale(total).backward()
+            if kind == "max":
+                teacher = logits
             for t, v in losses.items():
                 per_task[t] += float(v.detach()) / n
         self.scaler.unscale_(self.optimizer)
