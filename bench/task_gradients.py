@@ -24,7 +24,7 @@ from ufo.train.trainer import Trainer
 
 
 def is_shared(name: str, tasks: tuple[str, ...]) -> bool:
-    return not (name.startswith(("necks.", "classifiers.", "router_logits"))
+    return not (name.startswith(("necks.", "classifiers.", "router_logits", "stem_norms."))
                 or any(f".ffn.{t}." in name for t in tasks))
 
 

@@ -2,6 +2,7 @@
 the static subnet extracted from it, and torch's own FLOP counter."""
 
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -24,6 +25,8 @@ CONV_ARCH = ArchSpec(img_size=(32, 24), patch_size=4, embed_dim=48, depth=3, num
                      mlp_ratio=4.0, stem="conv", stem_channels=(8, 16), embed_dim_choices=(32, 48),
                      depth_choices=(2, 3), num_heads_choices=(2, 3), mlp_ratio_choices=(2.0, 4.0))
 
+CONV_TASK_NORM_ARCH = replace(CONV_ARCH, stem_norm="task")
+
 
 def make_supernet(arch: ArchSpec, seed: int = 0) -> UFOSupernet:
     torch.manual_seed(seed)
@@ -34,6 +37,9 @@ def make_supernet(arch: ArchSpec, seed: int = 0) -> UFOSupernet:
             neck.running_var.uniform_(0.5, 2.0)
             neck.weight.uniform_(0.5, 1.5)
         net.router_logits.normal_()
+        for bn in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
     return net.eval()
 
 
@@ -56,7 +62,7 @@ class ReferenceViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.net
-        x = net.patch_proj(net.stem_body(x)).flatten(2).transpose(1, 2)
+        x = net.patch_proj(net.run_stem(x, [(self.task, len(x))])).flatten(2).transpose(1, 2)
         x = torch.cat([net.cls_token.expand(len(x), -1, -1), x], 1) + net.pos_embed
         paths = net.router_paths()[self.task]
         for block, mha, path in zip(net.blocks, self.attn, paths, strict=True):
@@ -78,7 +84,7 @@ def test_largest_config_equals_plain_vit(arch):
         assert diff < 1e-5, (task, diff)
 
 
-@pytest.mark.parametrize("arch", [PATCH_ARCH, CONV_ARCH], ids=["patch", "conv"])
+@pytest.mark.parametrize("arch", [PATCH_ARCH, CONV_ARCH, CONV_TASK_NORM_ARCH], ids=["patch", "conv", "conv-task-norm"])
 def test_extracted_subnet_equals_supernet_at_random_configs(arch):
     net = make_supernet(arch, seed=1)
     x = torch.randn(3, 3, *arch.img_size)
@@ -224,3 +230,20 @@ def test_segments_must_cover_the_batch():
     net = make_supernet(PATCH_ARCH)
     with pytest.raises(ValueError, match="do not add up"):
         net(torch.randn(3, 3, *PATCH_ARCH.img_size), [("face", 2)])
+
+
+@pytest.mark.parametrize("arch, isolated", [(CONV_ARCH, False), (CONV_TASK_NORM_ARCH, True)], ids=["shared", "task"])
+def test_task_stem_norms_keep_a_task_independent_of_the_other_tasks_in_the_batch(arch, isolated):
+    """In training mode a shared stem BatchNorm normalises each task's images with the whole heterogeneous
+    batch's statistics; with stem_norm="task" a task's features depend on its own images only."""
+    net = make_supernet(arch).train()
+    for block in net.blocks:
+        block.drop_path_rate = 0.0  # the only other randomness in training mode
+    face, other_a, other_b = torch.randn(4, 3, *arch.img_size), torch.randn(4, 3, *arch.img_size), torch.randn(
+        4, 3, *arch.img_size) * 3 + 1
+    cfg = net.largest_config().with_paths({t: (SHARED,) * arch.depth for t in ("face", "person")})
+    segments = [("face", 4), ("person", 4)]
+    with torch.no_grad():
+        a = net(torch.cat([face, other_a]), segments, cfg)["face"][0]
+        b = net(torch.cat([face, other_b]), segments, cfg)["face"][0]
+    assert torch.allclose(a, b, atol=1e-5) == isolated

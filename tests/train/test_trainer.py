@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from ufo.tasks import TASK_SPECS
 from ufo.train.checkpoint import CheckpointError, load_checkpoint, supernet_from_checkpoint
 from ufo.train.config import TrainConfig, get_train_config
 from ufo.train.run import load_data, run_training
@@ -117,12 +118,26 @@ def test_torchrun_ddp_two_processes_on_cpu(tiny_demo, tmp_path):
     assert ckpt["step"] == 2
 
 
+def specs(*tasks, **overrides):
+    cfg = tiny_config(loss_overrides=overrides)
+    return {t: cfg.task_spec(t) for t in tasks}
+
+
+def test_loss_overrides_change_the_papers_settings_per_task():
+    face = specs("face", "person", face={"use_triplet": True, "cosface_scale": 30.0})
+    assert face["face"].use_triplet and face["face"].cosface_scale == 30.0 and face["face"].cosface_margin == 0.3
+    assert face["person"] == TASK_SPECS["person"]
+    for bad in ({"hand": {"use_triplet": True}}, {"face": {"scale": 30}}):
+        with pytest.raises(ValueError, match="loss_overrides"):
+            tiny_config(loss_overrides=bad)
+
+
 def test_loss_balance_weights_tasks_by_inverse_cosface_scale():
-    weights = task_loss_weights(("face", "vehicle"), "cosface_scale")  # s = 50 and 20
+    weights = task_loss_weights(specs("face", "vehicle"), "cosface_scale")  # s = 50 and 20
     assert weights["vehicle"] / weights["face"] == pytest.approx(50 / 20)
     assert sum(weights.values()) / 2 == pytest.approx(1.0)
-    assert task_loss_weights(("face",), "cosface_scale") == {"face": pytest.approx(1.0)}
-    assert task_loss_weights(("face", "vehicle"), "none") == {"face": 1.0, "vehicle": 1.0}
+    assert task_loss_weights(specs("face"), "cosface_scale") == {"face": pytest.approx(1.0)}
+    assert task_loss_weights(specs("face", "vehicle"), "none") == {"face": 1.0, "vehicle": 1.0}
     with pytest.raises(ValueError, match="loss_balance must be one of none, cosface_scale"):
         tiny_config(loss_balance="gradnorm")
     with pytest.raises(ValueError, match="distill must be >= 0"):

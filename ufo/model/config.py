@@ -28,6 +28,10 @@ class ArchSpec:
     mlp_ratio: float  # maximum MLP ratio
     stem: str = "patch"  # "patch": one strided conv; "conv": a small conv stack (small-data presets)
     stem_channels: tuple[int, ...] = ()  # conv stem widths, each conv 3x3 stride 2
+    # conv stem BatchNorms: "shared" by every task, or one set per "task" (in a heterogeneous batch a shared BN
+    # normalises grey faces, catalogue items and street scenes with one mixed statistic); the served subnet
+    # holds its task's, so the exported network is the same either way
+    stem_norm: str = "shared"
     # search space
     embed_dim_choices: tuple[int, ...] = ()
     depth_choices: tuple[int, ...] = ()
@@ -41,6 +45,8 @@ class ArchSpec:
         h, w = self.img_size
         if h % self.patch_size or w % self.patch_size:
             raise ConfigError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        if self.stem_norm not in ("shared", "task"):
+            raise ConfigError(f"stem_norm must be 'shared' or 'task', got {self.stem_norm!r}")
         if self.stem == "conv" and 2 ** len(self.stem_channels) != self.patch_size:
             raise ConfigError(f"conv stem of {len(self.stem_channels)} stride-2 convs != patch {self.patch_size}")
         for name, choices, top in (

@@ -36,9 +36,11 @@ def drop_path_rates(rate: float, depth: int) -> list[float]:
     return [rate * i / max(depth - 1, 1) for i in range(depth)]
 
 
-def build_stem_body(stem: str, channels: tuple[int, ...]) -> nn.Module:
+def build_stem_body(stem: str, channels: tuple[int, ...], norm: bool = True) -> nn.Module:
     """The fixed part of the stem before the (elastic) projection to the embedding width.
-    "patch": nothing; "conv": 3x3 stride-2 conv + BN + ReLU per entry of `channels`."""
+    "patch": nothing; "conv": 3x3 stride-2 conv + BN + ReLU per entry of `channels`. norm=False leaves an
+    Identity in each BN's place (the supernet's per-task stem norms live elsewhere), so the convs keep the
+    indices, and state-dict keys, of the normed stem."""
     if stem == "patch":
         return nn.Identity()
     if stem != "conv":
@@ -46,7 +48,8 @@ def build_stem_body(stem: str, channels: tuple[int, ...]) -> nn.Module:
     layers: list[nn.Module] = []
     c_in = 3
     for c_out in channels:
-        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                   nn.BatchNorm2d(c_out) if norm else nn.Identity(), nn.ReLU()]
         c_in = c_out
     return nn.Sequential(*layers)
 

@@ -127,7 +127,10 @@ def extract_subnet(supernet: nn.Module, cfg: SubnetConfig, task: str) -> StaticV
     path = supernet.resolved_path(task, cfg)
     sub = StaticViT(supernet.arch, cfg.with_paths({task: path}))
     d = cfg.embed_dim
-    sub.stem_body.load_state_dict(supernet.stem_body.state_dict())
+    sub.stem_body.load_state_dict(supernet.stem_body.state_dict(), strict=supernet.stem_norms is None)
+    static_norms = [m for m in sub.stem_body.modules() if isinstance(m, nn.BatchNorm2d)]
+    for dst, src in zip(static_norms, supernet.stem_batchnorms(task), strict=True):
+        dst.load_state_dict(src.state_dict())
     sub.patch_proj.weight.copy_(supernet.patch_proj.weight[:d])
     sub.patch_proj.bias.copy_(supernet.patch_proj.bias[:d])
     sub.cls_token.copy_(supernet.cls_token[:, :, :d])

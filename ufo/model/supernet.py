@@ -106,7 +106,10 @@ class UFOSupernet(nn.Module):
         self.num_classes = dict(num_classes)
         self.grad_checkpointing = grad_checkpointing
         d = arch.embed_dim
-        self.stem_body = build_stem_body(arch.stem, arch.stem_channels)
+        task_norms = arch.stem == "conv" and arch.stem_norm == "task"
+        self.stem_body = build_stem_body(arch.stem, arch.stem_channels, norm=not task_norms)
+        self.stem_norms = nn.ModuleDict({t: nn.ModuleList(nn.BatchNorm2d(c) for c in arch.stem_channels)
+                                         for t in self.tasks}) if task_norms else None
         c_in, kernel = stem_projection_shape(arch.stem, arch.stem_channels, arch.patch_size)
         self.patch_proj = nn.Conv2d(c_in, d, kernel, stride=kernel)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
@@ -162,8 +165,26 @@ class UFOSupernet(nn.Module):
         logits = self.router_logits[self.tasks.index(task), : cfg.depth]
         return list(F.gumbel_softmax(logits, tau=ROUTER_TAU, hard=True, dim=-1).unbind(0))
 
-    def forward_tokens(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        x = F.conv2d(self.stem_body(x), self.patch_proj.weight[:dim], self.patch_proj.bias[:dim],
+    def stem_batchnorms(self, task: str) -> list[nn.BatchNorm2d]:
+        """The stem BatchNorms `task`'s images go through, in order."""
+        if self.stem_norms is not None:
+            return list(self.stem_norms[task])
+        return [m for m in self.stem_body.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def run_stem(self, x: torch.Tensor, segments: Segments) -> torch.Tensor:
+        if self.stem_norms is None:
+            return self.stem_body(x)
+        parts, start = [], 0
+        for task, n in segments:  # each task's slice through its own norms
+            h, norms = x[start:start + n], iter(self.stem_norms[task])
+            for layer in self.stem_body:
+                h = next(norms)(h) if isinstance(layer, nn.Identity) else layer(h)
+            parts.append(h)
+            start += n
+        return torch.cat(parts)
+
+    def forward_tokens(self, x: torch.Tensor, dim: int, segments: Segments) -> torch.Tensor:
+        x = F.conv2d(self.run_stem(x, segments), self.patch_proj.weight[:dim], self.patch_proj.bias[:dim],
                      stride=self.patch_proj.stride)
         x = x.flatten(2).transpose(1, 2)
         cls = self.cls_token[:, :, :dim].expand(x.shape[0], -1, -1)
@@ -174,7 +195,7 @@ class UFOSupernet(nn.Module):
         if sum(n for _, n in segments) != x.shape[0]:
             raise ValueError(f"segments {list(segments)} do not add up to the batch of {x.shape[0]}")
         gates = {task: self._gates(task, cfg) for task, _ in segments}
-        x = self.forward_tokens(x, cfg.embed_dim)
+        x = self.forward_tokens(x, cfg.embed_dim, segments)
         for i in range(cfg.depth):
             args = (cfg.embed_dim, cfg.num_heads[i], cfg.mlp_hidden(i), segments, [gates[t][i] for t, _ in segments])
             if self.grad_checkpointing and self.training:

@@ -13,14 +13,15 @@ from torch import nn
 from ufo.data.types import Sample
 from ufo.model.layers import bnneck
 from ufo.model.static import StaticViT
-from ufo.tasks import TASK_SPECS
+from ufo.tasks import TASK_SPECS, TaskSpec
 from ufo.train.losses import batch_hard_triplet_loss, cosface_loss
 
 log = logging.getLogger(__name__)
 
 
 def finetune_subnet(subnet: StaticViT, classifier: torch.Tensor, task: str, train: list[Sample], steps: int,
-                    lr: float = 0.01, batch_size: int = 32, instances_per_id: int = 4, seed: int = 0) -> StaticViT:
+                    spec: TaskSpec | None = None, lr: float = 0.01, batch_size: int = 32, instances_per_id: int = 4,
+                    seed: int = 0) -> StaticViT:
     """A fine-tuned copy of `subnet`: the task's CosFace (+ triplet) losses, SGD with cosine decay, starting
     from the supernet's class weights sliced to the subnet's width."""
     from ufo.data.augment import AUGMENT_PRESETS
@@ -32,7 +33,7 @@ def finetune_subnet(subnet: StaticViT, classifier: torch.Tensor, task: str, trai
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     stream = TaskStream(train, size=model.arch.img_size, batch_size=batch_size, k=instances_per_id,
                         augment=AUGMENT_PRESETS[task], seed=seed)
-    spec = TASK_SPECS[task]
+    spec = spec or TASK_SPECS[task]  # the supernet's loss settings (TrainConfig.task_spec)
     torch.manual_seed(seed)
     for step in range(steps):
         for group in optimizer.param_groups:

@@ -24,8 +24,7 @@ def recalibration_batches(samples: list[Sample], img_size: tuple[int, int], batc
 
 
 def _bn_layers(model: UFOSupernet, task: str) -> list[nn.modules.batchnorm._BatchNorm]:
-    stem = [m for m in model.stem_body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    return [*stem, model.necks[task]]
+    return [*model.stem_batchnorms(task), model.necks[task]]
 
 
 @contextlib.contextmanager

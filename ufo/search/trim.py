@@ -15,7 +15,8 @@ from ufo.model.config import ArchSpec, SubnetConfig
 from ufo.model.cost import subnet_cost
 from ufo.model.static import StaticViT, extract_subnet
 from ufo.search.recalibrate import recalibrate_bn, recalibration_batches
-from ufo.train.checkpoint import CheckpointError, checkpoint_hash, save_torch_atomic
+from ufo.train.checkpoint import CheckpointError, checkpoint_hash, load_checkpoint, save_torch_atomic
+from ufo.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,9 @@ def trim(checkpoint: str | Path, search_json: str | Path, data_root: str | Path,
     if finetune_steps > 0:
         from ufo.search.finetune import finetune_subnet
 
-        subnet = finetune_subnet(subnet, model.classifiers[task], task, data.train, finetune_steps)
+        train_cfg = TrainConfig.from_dict(load_checkpoint(checkpoint).get("train_config", {}))
+        subnet = finetune_subnet(subnet, model.classifiers[task], task, data.train, finetune_steps,
+                                 spec=train_cfg.task_spec(task))
     meta = {"source_checkpoint_hash": source_hash, "val_metric": report["best"]["metric"], "metric": report["metric"],
             "bn_recalibrated": recal["used"], "finetuned": finetune_steps > 0, "finetune_steps": finetune_steps}
     save_subnet(out, subnet, task, meta)

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ufo.tasks import TASKS
+from ufo.tasks import TASK_SPECS, TASKS, TaskSpec
 
 LOSS_BALANCE_RULES = ("none", "cosface_scale")  # ufo.train.trainer.task_loss_weights
 DATA_LOADERS = ("cache", "stream")  # the TaskStream kinds (ufo.data.loader.make_task_stream)
@@ -27,9 +27,15 @@ class TrainConfig:
     drop_path: float = 0.2  # rate at the last block, rising linearly with depth
     # supernet sampling per step (sandwich rule); ("max",) trains a plain network
     sandwich: tuple[str, ...] = ("max", "min", "random")
+    # "mean": the sandwich's losses averaged (each subnet gets lr / n); "sum": added, as OFA and BigNAS accumulate
+    # them, so the largest subnet takes the same step a single network at this lr would
+    sandwich_reduce: str = "mean"
     lr_mult: dict[str, float] = field(default_factory=dict)  # per-task multipliers for task-specific params
     loss_balance: str = "none"  # how task losses are weighted in the sum (LOSS_BALANCE_RULES)
     distill: float = 0.0  # in-place distillation weight: sampled subnets learn the largest one's class scores
+    # per-task changes to the paper's loss settings (ufo.tasks.TaskSpec fields cosface_scale, cosface_margin,
+    # use_triplet), e.g. {"face": {"use_triplet": true}}; see task_spec()
+    loss_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     val_fraction: float = 0.2  # training identities held out for validation (the search scores on them)
     seed: int = 0
     log_every: int = 10
@@ -45,6 +51,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss_balance not in LOSS_BALANCE_RULES:
             raise ValueError(f"loss_balance must be one of {', '.join(LOSS_BALANCE_RULES)}, got {self.loss_balance!r}")
+        for task, changes in self.loss_overrides.items():
+            allowed = {"cosface_scale", "cosface_margin", "use_triplet"}
+            if task not in TASKS or not isinstance(changes, dict) or set(changes) - allowed:
+                raise ValueError(f"loss_overrides[{task!r}] = {changes!r}: expected a task of {', '.join(TASKS)} "
+                                 f"mapped to some of {', '.join(sorted(allowed))}")
+        if self.sandwich_reduce not in ("mean", "sum"):
+            raise ValueError(f"sandwich_reduce must be 'mean' or 'sum', got {self.sandwich_reduce!r}")
         if not self.distill >= 0:
             raise ValueError(f"distill must be >= 0, got {self.distill!r}")
         if self.data_loader not in DATA_LOADERS:
@@ -62,6 +75,10 @@ class TrainConfig:
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+    def task_spec(self, task: str) -> TaskSpec:
+        """The task's loss settings: the paper's (TASK_SPECS), changed by `loss_overrides`."""
+        return replace(TASK_SPECS[task], **self.loss_overrides.get(task, {}))
 
     @classmethod
     def parse_overrides(cls, pairs: list[str] | None) -> dict[str, Any]:

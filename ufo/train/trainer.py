@@ -26,7 +26,7 @@ from ufo.model.config import SubnetConfig
 from ufo.model.presets import get_arch
 from ufo.model.pretrained import ImportReport, load_vit_weights
 from ufo.model.supernet import UFOSupernet
-from ufo.tasks import TASK_SPECS
+from ufo.tasks import TaskSpec
 from ufo.train import distributed as dist
 from ufo.train.checkpoint import check_same_arch, load_checkpoint, save_checkpoint
 from ufo.train.config import LOSS_BALANCE_RULES, TrainConfig
@@ -46,14 +46,14 @@ class TrainResult:
 
 
 def build_param_groups(model: UFOSupernet, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Shared backbone at the base lr; each task's own FFNs, neck and classifier at lr x lr_mult[task];
+    """Shared backbone at the base lr; each task's own FFNs, stem norms, neck and classifier at lr x lr_mult[task];
     no weight decay on norms, biases, tokens, position embeddings and router logits."""
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        owner = next((t for t in model.tasks if f".ffn.{t}." in name or name.startswith((f"necks.{t}.",
-                      f"classifiers.{t}"))), "shared")
+        owner = next((t for t in model.tasks if f".ffn.{t}." in name or name.startswith((
+            f"necks.{t}.", f"classifiers.{t}", f"stem_norms.{t}."))), "shared")
         no_decay = p.ndim <= 1 or name in ("cls_token", "pos_embed", "router_logits")
         groups.setdefault((owner, no_decay), []).append(p)
     return [
@@ -89,9 +89,10 @@ class SupernetLosses(nn.Module):
     Returns (loss per task, class logits per task). Given `teacher_logits` (the largest subnet's, from the
     same step), each task's loss adds `distill` x the soft-target loss towards them: in-place distillation."""
 
-    def __init__(self, supernet: UFOSupernet, distill: float = 0.0) -> None:
+    def __init__(self, supernet: UFOSupernet, specs: dict[str, TaskSpec], distill: float = 0.0) -> None:
         super().__init__()
         self.supernet = supernet
+        self.specs = specs
         self.distill = distill
 
     def forward(self, images: torch.Tensor, labels: dict[str, torch.Tensor], segments: list[tuple[str, int]],
@@ -100,7 +101,7 @@ class SupernetLosses(nn.Module):
         out = self.supernet(images, segments, cfg)
         losses, logits = {}, {}
         for task, (pre, post) in out.items():
-            spec = TASK_SPECS[task]
+            spec = self.specs[task]
             weight = self.supernet.classifiers[task][:, : cfg.embed_dim]
             loss = cosface_loss(post, weight, labels[task], spec.cosface_scale, spec.cosface_margin)
             if spec.use_triplet:
@@ -112,14 +113,14 @@ class SupernetLosses(nn.Module):
         return losses, {t: v.detach() for t, v in logits.items()}
 
 
-def task_loss_weights(tasks: tuple[str, ...], rule: str) -> dict[str, float]:
+def task_loss_weights(specs: dict[str, TaskSpec], rule: str) -> dict[str, float]:
     """Weight of each task's loss in the sum. "cosface_scale": 1 / s_task, normalised to mean 1, so every task
     pushes the shared backbone equally hard at the start (a CosFace gradient grows with its scale s; measured in
     bench/task_gradients.py: face's (s=50) was 2.4x vehicle's (s=20)). One task always weighs 1."""
     if rule == "none":
-        return dict.fromkeys(tasks, 1.0)
+        return dict.fromkeys(specs, 1.0)
     if rule == "cosface_scale":
-        inverse = {t: 1.0 / TASK_SPECS[t].cosface_scale for t in tasks}
+        inverse = {t: 1.0 / spec.cosface_scale for t, spec in specs.items()}
         mean = sum(inverse.values()) / len(inverse)
         return {t: v / mean for t, v in inverse.items()}
     raise ValueError(f"unknown loss_balance {rule!r}; expected one of {', '.join(LOSS_BALANCE_RULES)}")
@@ -141,8 +142,9 @@ class Trainer:
             grad_checkpointing=cfg.grad_checkpointing,
         ).to(self.device)
         self.init_report = self._init_from_pretrained() if cfg.init_from else None
-        self.wrapped = dist.wrap(SupernetLosses(self.model, cfg.distill), self.device)
-        self.loss_weights = task_loss_weights(cfg.tasks, cfg.loss_balance)
+        specs = {t: cfg.task_spec(t) for t in cfg.tasks}
+        self.wrapped = dist.wrap(SupernetLosses(self.model, specs, cfg.distill), self.device)
+        self.loss_weights = task_loss_weights(specs, cfg.loss_balance)
         self.optimizer = torch.optim.SGD(build_param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=True)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
@@ -222,13 +224,14 @@ class Trainer:
         self.model.train()
         per_task = dict.fromkeys(self.cfg.tasks, 0.0)
         n = len(self.cfg.sandwich)
+        divisor = n if self.cfg.sandwich_reduce == "mean" else 1
         teacher = None  # the largest subnet's logits, when it runs first (the sandwich rule's "max")
         for i, kind in enumerate(self.cfg.sandwich):
             cfg = config_for_step(self.model, kind, self.cfg.seed, self.step, i)
             with dist.no_sync_unless(self.wrapped, last=i == n - 1), torch.autocast(
                     self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
                 losses, logits = self.wrapped(images, labels, segments, cfg, None if kind == "max" else teacher)
-                total = sum(self.loss_weights[t] * v for t, v in losses.items()) / n
+                total = sum(self.loss_weights[t] * v for t, v in losses.items()) / divisor
             self.scaler.scale(total).backward()
             if kind == "max":
                 teacher = logits
