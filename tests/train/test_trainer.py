@@ -138,7 +138,9 @@ def test_loss_balance_weights_tasks_by_inverse_cosface_scale():
     assert sum(weights.values()) / 2 == pytest.approx(1.0)
     assert task_loss_weights(specs("face"), "cosface_scale") == {"face": pytest.approx(1.0)}
     assert task_loss_weights(specs("face", "vehicle"), "none") == {"face": 1.0, "vehicle": 1.0}
-    with pytest.raises(ValueError, match="loss_balance must be one of none, cosface_scale"):
+    squared = task_loss_weights(specs("face", "vehicle"), "cosface_scale_squared")
+    assert squared["vehicle"] / squared["face"] == pytest.approx((50 / 20) ** 2)
+    with pytest.raises(ValueError, match="loss_balance must be one of none, cosface_scale, cosface_scale_squared"):
         tiny_config(loss_balance="gradnorm")
     with pytest.raises(ValueError, match="distill must be >= 0"):
         tiny_config(distill=-1.0)

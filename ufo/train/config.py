@@ -8,7 +8,7 @@ from typing import Any
 
 from ufo.tasks import TASK_SPECS, TASKS, TaskSpec
 
-LOSS_BALANCE_RULES = ("none", "cosface_scale")  # ufo.train.trainer.task_loss_weights
+LOSS_BALANCE_RULES = ("none", "cosface_scale", "cosface_scale_squared")  # ufo.train.trainer.task_loss_weights
 DATA_LOADERS = ("cache", "stream")  # the TaskStream kinds (ufo.data.loader.make_task_stream)
 
 
