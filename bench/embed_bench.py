@@ -9,7 +9,7 @@ efficiency, so the table gives the served / in-process ratio both ways. The serv
 everything a request pays inside the process: the asyncio client, pixel checks, the batcher's queue and
 futures. The in-process reference runs ONNX Runtime directly: `--sessions` 1-thread sessions in parallel
 threads, and one session with that many threads, at each batch size in `--batches`; the best is the bar.
-Targets (DESIGN.md): served / best in-process ≥ 0.95 on CPU; the batching gain itself ≥ 3× on a GPU.
+Targets (docs/benchmarks.md, summary): served / best in-process ≥ 0.95 on CPU; the batching gain itself ≥ 3× on a GPU.
 
 The default model is the `demo` preset's largest subnet with random weights (fine for throughput),
 exported to a temporary repository; `--repository R --task T` measures a real exported model instead.

@@ -4,7 +4,7 @@
    p50 of the direct backend call it makes (`EmbeddedBackend.embed_images` in this process, same repository,
    same settings: decoding, preprocessing, batcher, ONNX Runtime). Both include decoding the image; the
    gateway adds HTTP, JSON, base64, auth, limits, metrics and the client. Rounds alternate between the two.
-   Target (DESIGN.md): gateway p50 / direct p50 <= 1.10.
+   Target (docs/benchmarks.md, summary): gateway p50 / direct p50 <= 1.10.
 2. Throughput: `--clients` (32) concurrent single-image clients through the gateway, with the dynamic
    batcher (default settings) and without it (UFO_EMBEDDED__MAX_BATCH=1), plus the direct in-process
    backend under the same 32-way concurrency as the reference. The load generator is a minimal keep-alive

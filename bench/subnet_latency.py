@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/subnet_latency.py --run runs/demo [--rounds 7] [--threads 2]
 
-Target (DESIGN.md): trimmed / supernet-max latency <= 0.5 at <= 1 pt metric loss (the metric is in
+Target (docs/benchmarks.md, summary): trimmed / supernet-max latency <= 0.5 at <= 1 pt metric loss (the metric is in
 docs/results.md). Rounds interleave the models so a change in machine load hits all of them alike.
 """
 

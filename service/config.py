@@ -33,7 +33,7 @@ class TritonSettings(BaseModel):
 
 
 class EmbeddedSettings(BaseModel):
-    sessions_per_model: int = 2  # instance parallelism beats intra-op threads on small models (DESIGN.md)
+    sessions_per_model: int = 2  # instance parallelism beats intra-op threads on small models (docs/benchmarks.md)
     threads_per_session: int = 1
     max_batch: int = 32
     max_delay_ms: float = 2.0

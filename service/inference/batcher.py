@@ -2,7 +2,7 @@
 
 TEI's core/ pattern: requests wait on futures; worker threads own the model and run batches. There is
 ONE worker thread per model instance (one ONNX Runtime session each) — two 1-thread sessions side by side
-beat one 2-thread session on small models (DESIGN.md). Only one worker gathers at a time, so the others
+beat one 2-thread session on small models (docs/benchmarks.md). Only one worker gathers at a time, so the others
 run their batches meanwhile and the next batch forms while the previous ones compute. The gathering is
 work-conserving: a burst is shared fairly among the free workers (one session taking all 32 requests while
 the other idles halves CPU throughput), and a worker waits up to `max_delay_ms` for more requests only

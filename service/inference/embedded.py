@@ -1,7 +1,7 @@
 """The default backend: ONNX Runtime in process, a dynamic batcher in front of each task's model.
 
 Per task, `sessions_per_model` sessions of `threads_per_session` intra-op threads each, one batcher worker
-thread per session. On small models several 1-thread sessions beat one many-thread session (DESIGN.md:
+thread per session. On small models several 1-thread sessions beat one many-thread session (measured:
 two 1-thread sessions ≈ 1.6× one 2-thread session on 2 cores), so that is the default. `max_delay_ms` is
 how long a batch may wait for more requests while every other session is busy (see `batcher`); a lone
 request on an idle pool never waits. Needs nothing but the model repository: no server, no configuration.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ufo.model.config import ArchSpec
 
 ARCH_PRESETS: dict[str, ArchSpec] = {
-    # Small enough to train on 2 CPU cores in minutes. A conv stem: DESIGN.md measured a plain patch
+    # Small enough to train on 2 CPU cores in minutes. A conv stem: measured before this project, a plain patch
     # embedding losing to raw pixels on ORL faces at this scale, the conv stem closing the gap.
     "demo": ArchSpec(
         img_size=(64, 48), patch_size=8, embed_dim=128, depth=6, num_heads=4, head_dim=32, mlp_ratio=4.0,
