@@ -2,6 +2,12 @@
 verify. Asserts the artifacts' contracts, not the (meaningless at this size) accuracy."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,3 +124,50 @@ def test_export_of_the_trimmed_subnets_verifies(tiny_run, tiny_demo, monkeypatch
     manifest = json.loads((repo / "ufo_face" / "1" / "manifest.json").read_text())
     assert -1.0 <= manifest["verification_threshold"] <= 1.0
     assert manifest["metrics"]["test"]["verification_accuracy"] >= 0
+
+
+def _spawned_children(pid):
+    """PIDs of `pid`'s multiprocessing spawn workers, read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid):
+    """Alive and not a zombie (an orphan's exit is reaped by whatever init this machine runs, maybe late)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_do_not_outlive_a_killed_pipeline(tmp_path):
+    started = [tmp_path / "a", tmp_path / "b"]
+    lanes = ", ".join(f"[Stage('touch', False, Path({str(f)!r}).touch), Stage('sleep', False, time.sleep, (300,))]"
+                      for f in started)
+    script = ("import time\nfrom pathlib import Path\nfrom ufo.pipeline import Stage, run_lanes\n"
+              f"run_lanes([{lanes}], 2)")
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while not all(f.exists() for f in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = _spawned_children(proc.pid)
+        assert len(workers) == 2, "the two worker processes never started their stages"
+    finally:
+        proc.kill()  # SIGKILL: the pool gets no chance to stop its workers
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while any(map(_running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [w for w in workers if _running(w)]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert not alive, "workers kept running after their pipeline was killed"

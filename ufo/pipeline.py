@@ -11,6 +11,7 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -63,6 +64,15 @@ def run_lane(stages: list[Stage], threads: int | None = None) -> dict[str, float
 
 def _worker_init() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A pipeline killed by SIGTERM/SIGKILL cannot stop its pool: without this, its workers (hours of
+    training) would keep running as orphans."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def run_lanes(lanes: list[list[Stage]], jobs: int) -> dict[str, float]:
