@@ -106,8 +106,11 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # Sized to finish in a few minutes on 2 CPU cores (measured in docs/results.md).
     # lr 0.03 without clipping: in 150-300-step trials lr 0.1 learned less, and clipping at 5 scaled the
     # CosFace-amplified gradients (norm ~100) down to almost nothing.
+    # Loss balance 1/s^2 and in-place distillation: face's CosFace (s=50) otherwise swamps the shared backbone and
+    # halves vehicle's mAP (docs/model_quality.md); chosen on validation identities over 1/s and none.
     "demo": TrainConfig(preset="demo", steps=500, batch_per_task=32, lr=0.03, grad_clip=0.0, drop_path=0.1,
-                        sandwich=("max", "random"), checkpoint_every=100),
+                        sandwich=("max", "random"), checkpoint_every=100, loss_balance="cosface_scale_squared",
+                        distill=1.0),
     "tiny": TrainConfig(preset="tiny", steps=20000, batch_per_task=64),
     "small": TrainConfig(preset="small", steps=40000, batch_per_task=64),
     "base": TrainConfig(preset="base", steps=60000, batch_per_task=64),
