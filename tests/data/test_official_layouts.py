@@ -235,3 +235,16 @@ def test_lfw_wrong_pairs_line_names_file_and_line(tmp_path: Path, line: str, nee
     root = _lfw_task(tmp_path, ["Zico\t1\t2", line])
     with pytest.raises(DataError, match=needle):
         load_task_data("face", root)
+
+
+def test_lfw_pairs_follow_the_numbers_in_the_names_not_the_positions(tmp_path: Path):
+    """One image missing from an LFW folder must not shift the pairs after it onto other files."""
+    root = _lfw_task(tmp_path, ["Zico\t1\t4", "Zico\t2\t3"])
+    (tmp_path / "lfw" / "Zico" / "Zico_0003.jpg").unlink()
+    with pytest.raises(DataError, match=r"line 3: image Zico_0003 is missing from .*Zico"):
+        load_task_data("face", root)
+    (tmp_path / "lfw" / "pairs.txt").write_text("10\t300\nZico\t1\t4\n")
+    data = load_task_data("face", root)
+    names = [Path(s.path).name for s in data.test.query]
+    i, j, same = data.test.pairs[0]
+    assert (names[i], names[j], same) == ("Zico_0001.jpg", "Zico_0004.jpg", True)  # position 3 now, not 4

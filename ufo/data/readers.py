@@ -174,26 +174,40 @@ def read_face_folders(folder: str | Path) -> list[Sample]:
     return read_class_folders(folder)
 
 
+def lfw_numbers(name: str, files: list[Path]) -> dict[int, int] | None:
+    """{n: position in `files`} when every file is named `<name>_<n>.<ext>` (LFW), else None: then the pairs
+    file's numbers are positions in the sorted list (ORL's `1.pgm ... 10.pgm`)."""
+    pattern = re.compile(rf"^{re.escape(name)}_(\d+)$")
+    matches = [pattern.match(Path(f).stem) for f in files]
+    if not matches or not all(matches):
+        return None
+    return {int(m.group(1)): position for position, m in enumerate(matches)}
+
+
 def read_face_pairs(pairs_file: str | Path, folder: str | Path) -> list[tuple[int, int, bool]]:
     """LFW-style pairs as (i, j, same) indices into `read_face_folders(folder)`."""
     pairs_file = Path(pairs_file)
     if not pairs_file.is_file():
         raise DataError(f"broken layout: pairs file {pairs_file} does not exist")
     classes = list_class_folders(folder)
-    offsets, counts, start = {}, {}, 0
+    offsets, counts, numbered, start = {}, {}, {}, 0
     for name, files in classes:
-        offsets[name], counts[name] = start, len(files)
+        offsets[name], counts[name], numbered[name] = start, len(files), lfw_numbers(name, files)
         start += len(files)
 
     def index_of(name: str, number: str, line_no: int) -> int:
         if name not in offsets:
             raise DataError(f"pairs file {pairs_file} line {line_no}: no identity folder {name!r} in {folder}")
         i = int(number)
-        if not 1 <= i <= counts[name]:
-            raise DataError(
-                f"pairs file {pairs_file} line {line_no}: image {i} of {name!r} out of range 1..{counts[name]}"
-            )
-        return offsets[name] + i - 1
+        top = max(numbered[name]) if numbered[name] else counts[name]
+        if not 1 <= i <= top:
+            raise DataError(f"pairs file {pairs_file} line {line_no}: image {i} of {name!r} out of range 1..{top}")
+        if numbered[name] is None:
+            return offsets[name] + i - 1
+        if i not in numbered[name]:  # a gap in LFW's numbering: positions would silently shift to other files
+            raise DataError(f"pairs file {pairs_file} line {line_no}: image {name}_{i:04d} is missing from "
+                            f"{Path(folder) / name}")
+        return offsets[name] + numbered[name][i]
 
     pairs = []
     lines = pairs_file.read_text(encoding="utf-8").splitlines()
