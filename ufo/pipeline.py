@@ -77,12 +77,14 @@ def _exit_with_parent(parent: int) -> None:
 
 def run_lanes(lanes: list[list[Stage]], jobs: int) -> dict[str, float]:
     """Lanes run side by side in `jobs` worker processes of one torch thread each (stages within a lane in
-    order). On 2 cores two 1-thread processes do ~1.3x the work of one 2-thread process (docs/results.md),
-    and one thread per process keeps every result independent of the machine's load. jobs=1: in this
-    process, one lane after another, at this process's thread count."""
+    order). On 2 cores a 2-thread training step was ~1.5x faster than a 1-thread one, two 1-thread processes
+    ~2x; and one thread per process keeps every result independent of the machine's load. A lone lane left
+    (a resumed run) runs in this process, still at one thread, so it trains exactly as a worker would.
+    jobs=1: in this process, one lane after another, at this process's thread count."""
     lanes = [lane for lane in lanes if any(not s.done for s in lane)]
     if jobs <= 1 or len(lanes) <= 1:
-        return {k: v for lane in lanes for k, v in run_lane(lane).items()}
+        threads = 1 if jobs > 1 else None
+        return {k: v for lane in lanes for k, v in run_lane(lane, threads).items()}
     times: dict[str, float] = {}
     context = multiprocessing.get_context("spawn")  # fork after torch has started its thread pool can hang
     with ProcessPoolExecutor(max_workers=min(jobs, len(lanes)), mp_context=context, initializer=_worker_init) as pool:
