@@ -17,8 +17,9 @@ Layouts (folder names as the datasets ship them):
   natural-sorted order. Files are natural-sorted too (digit runs compare as numbers, so `2.pgm` < `10.pgm`;
   for zero-padded LFW names this is plain lexical order).
 - LFW-style pairs file: lines `name i j` (same person) or `name1 i name2 j` (different), tab or space
-  separated, `i` = 1-based position in that identity's sorted file list; an optional first line of one or two
-  integers (LFW's fold/pair counts) is a header.
+  separated, `i` = the number in the file name when every file of that identity is named `<name>_<n>.<ext>`
+  (LFW), else the 1-based position in its sorted file list; an optional first line of one or two integers
+  (LFW's fold/pair counts) is a header.
 
 The official list-file releases (MSMT17 V1 / V2, VeRi-776 name lists + XML labels) and the choice of re-id
 layout for a task folder are in `ufo.data.readers_lists`.

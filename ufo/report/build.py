@@ -81,8 +81,12 @@ def _task_data(task: str, data_root: str | Path, train_cfg: dict[str, Any]) -> T
                           seed=train_cfg.get("seed", 0))
 
 
+def _without_counts(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if not k.startswith("num_")}
+
+
 def _scores(task: str, images: EvalImages, module: torch.nn.Module) -> dict[str, float]:
-    return {k: v for k, v in images.score(task, module).items() if not k.startswith("num_")}
+    return _without_counts(images.score(task, module))
 
 
 def classical_baselines(task: str, data: TaskData, images: EvalImages) -> dict[str, dict[str, float]]:
@@ -96,8 +100,8 @@ def classical_baselines(task: str, data: TaskData, images: EvalImages) -> dict[s
     for name, embedding in (("pixels", fit_pixels(train_pixels)),
                             ("fisherfaces", fit_fisherfaces(train_pixels, labels))):
         feats = embedding(test_pixels)
-        metrics = evaluate_embeddings(task, feats[images.query_rows], feats[images.gallery_rows], images.eval_set)
-        out[name] = {k: v for k, v in metrics.items() if not k.startswith("num_")}
+        out[name] = _without_counts(evaluate_embeddings(task, feats[images.query_rows], feats[images.gallery_rows],
+                                                        images.eval_set))
     return out
 
 
