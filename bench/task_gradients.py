@@ -1,24 +1,23 @@
 """Why does multi-task training help some tasks and hurt others? Per-task gradients on the shared backbone.
 
-    .venv/bin/python bench/task_gradients.py --data data/demo --steps 300 --every 50 [--set lr=0.03 ...]
+    .venv/bin/python bench/task_gradients.py --data data/demo --steps 300 --every 50 [--set loss_balance=none distill=0 ...]
 
 Trains the supernet as `ufo train` does and, every `--every` steps, takes one fresh batch per task at the
 largest config and backpropagates each task's loss alone, then reports per task: the loss, the gradient
 norm on the shared backbone (stem, attention, shared FFN, norms), and the cosine between task gradients.
 A task whose shared-gradient norm is a fraction of another's is steered by it; negative cosines are conflict.
-`--set key=value` overrides TrainConfig fields (e.g. `loss_balance=scale`) to compare recipes in one script.
+`--set key=value` overrides TrainConfig fields (e.g. `loss_balance=none`) to compare recipes in one script.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 
 import torch
 
 from ufo.tasks import TASKS
-from ufo.train.config import get_train_config
+from ufo.train.config import TrainConfig, get_train_config
 from ufo.train.run import load_data
 from ufo.train.trainer import Trainer
 
@@ -44,17 +43,6 @@ def task_gradients(trainer: Trainer) -> tuple[dict[str, float], dict[str, torch.
     return losses, grads
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, object]:
-    out = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:  # a bare string
-            out[key] = value
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/demo")
@@ -65,7 +53,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides key=value (JSON values)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg = get_train_config(args.preset).with_overrides(steps=args.steps, seed=args.seed, **parse_overrides(args.set))
+    overrides = {"steps": args.steps, "seed": args.seed, **TrainConfig.parse_overrides(args.set)}
+    cfg = get_train_config(args.preset).with_overrides(**overrides)
     data = load_data(args.data, cfg.tasks, cfg.val_fraction, cfg.seed)
     trainer = Trainer(cfg, data, "/tmp/task_gradients_run", device="cpu")
     tasks = [t for t in TASKS if t in cfg.tasks]
