@@ -1,6 +1,6 @@
 """Why does multi-task training help some tasks and hurt others? Per-task gradients on the shared backbone.
 
-    .venv/bin/python bench/task_gradients.py --data data/demo --steps 300 --every 50 [--set loss_balance=none distill=0 ...]
+    .venv/bin/python bench/task_gradients.py --data data/demo --steps 300 --every 50 [--set distill=0 ...]
 
 Trains the supernet as `ufo train` does and, every `--every` steps, takes one fresh batch per task at the
 largest config and backpropagates each task's loss alone, then reports per task: the loss, the gradient
