@@ -174,11 +174,13 @@ class DynamicBatcher:
             if batch is None:
                 return
             try:
-                self._run(runner, batch)
+                results, errors = self._run(runner, batch)
             finally:
                 with self._cond:
                     self._busy -= 1
                     self._cond.notify()  # a gatherer waiting because everyone was busy can go now
+            # Answer only once this worker counts as free: a client that resubmits at once finds it idle.
+            _post(batch, results, errors)
 
     def _pop_live(self) -> _Request | None:
         """The oldest request whose caller is still waiting (cancelled ones are dropped). Holds _cond."""
@@ -236,8 +238,8 @@ class DynamicBatcher:
         self._report_depth(depth)
         return batch
 
-    def _run(self, runner: Runner, batch: list[_Request]) -> None:
-        """One model run for the whole batch; outputs split back per request, or the error to each."""
+    def _run(self, runner: Runner, batch: list[_Request]) -> tuple[list[np.ndarray | None], list[BaseException | None]]:
+        """One model run for the whole batch: its outputs split back per request, or the error for each."""
         rows = [len(r.pixels) for r in batch]
         started = time.perf_counter()
         try:
@@ -253,17 +255,16 @@ class DynamicBatcher:
             for _ in batch:  # one instance per request: tracebacks are mutated where each is raised
                 errors.append(InferenceError(f"model run failed for a batch of {sum(rows)} images: {exc}"))
                 errors[-1].__cause__ = exc
-            _post(batch, [None] * len(batch), errors)
-            return
+            return [None] * len(batch), errors
         elapsed = time.perf_counter() - started
         with self._stats_lock:
             self.batches_run += 1
             self.images_run += sum(rows)
             self.batch_sizes[sum(rows)] += 1
-        bounds = np.cumsum(rows)
-        _post(batch, [outputs[end - n : end] for n, end in zip(rows, bounds, strict=True)], [None] * len(batch))
         if self.on_batch is not None:
             self._call_hook(self.on_batch, sum(rows), elapsed)
+        bounds = np.cumsum(rows)
+        return [outputs[end - n : end] for n, end in zip(rows, bounds, strict=True)], [None] * len(batch)
 
     def _report_depth(self, depth: int) -> None:
         if self.on_queue_depth is not None:
