@@ -16,8 +16,13 @@ import yaml
 from .helpers import ROOT, cli_option, environment, interpolate, settings_from_env, unknown_ufo_variables
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-SERVICES = {"triton", "triton-cpu", "gateway", "worker", "redis", "prometheus", "grafana"}
-ALWAYS_ON = {"gateway", "worker", "redis", "prometheus", "grafana"}
+SERVICES = {"triton", "triton-cpu", "gateway", "worker", "gateway-gpu", "worker-gpu", "redis", "prometheus", "grafana"}
+ALWAYS_ON = {"redis", "prometheus", "grafana"}
+# The `gpu` profile's twins of the gateway and the worker (GPU image, a GPU for FAISS), and the profiles of each.
+GPU_TWINS = {"gateway-gpu": "gateway", "worker-gpu": "worker"}
+APP_PROFILES = {"gateway": ["cpu", "embedded"], "worker": ["cpu", "embedded"], "gateway-gpu": ["gpu"],
+                "worker-gpu": ["gpu"]}
+GPU_HOLDERS = {"triton", *GPU_TWINS}
 DASHBOARD_METRICS = ("ufo_http_requests_total", "ufo_http_request_duration_seconds", "ufo_inference_batch_size",
                      "ufo_index_items", "ufo_index_rebuilds_total", "ufo_index_recall_at_k", "ufo_model_info",
                      "ufo_model_upgrades_total")
@@ -73,8 +78,11 @@ def test_services_and_profiles(services):
     assert services["triton-cpu"].get("profiles") == ["cpu"], "the CPU Triton belongs to the `cpu` profile"
     for name in ALWAYS_ON:
         assert not services[name].get("profiles"), f"{name} must run in every profile"
+    for name, profiles in APP_PROFILES.items():
+        assert services[name].get("profiles") == profiles, f"{name}: profiles {services[name].get('profiles')}"
     for profile in ("gpu", "cpu"):
-        assert "triton" in _names_on_network(services, profile), f"no host `triton` in the {profile} profile"
+        names = _names_on_network(services, profile)
+        assert {"triton", "gateway", "worker"} <= names, f"no host triton/gateway/worker in the {profile} profile"
 
 
 def test_every_service_has_a_healthcheck(services):
@@ -84,15 +92,17 @@ def test_every_service_has_a_healthcheck(services):
         assert check["test"][0] in ("CMD", "CMD-SHELL"), f"{name}: healthcheck test must start with CMD/CMD-SHELL"
 
 
-def test_gpu_reservation_only_for_the_gpu_triton(services):
-    devices = services["triton"]["deploy"]["resources"]["reservations"]["devices"]
-    assert len(devices) == 1, f"triton: one device reservation expected, got {devices}"
-    device = devices[0]
-    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"], f"triton: GPU reservation {device}"
-    count = str(device.get("count", device.get("device_ids")))
-    assert count == "all" or int(count) >= 1, f"triton: GPU count {count}"
+def test_gpu_reservation_only_in_the_gpu_profile(services):
+    for name in GPU_HOLDERS:
+        assert services[name].get("profiles") == ["gpu"], f"{name} holds a GPU: it belongs to the gpu profile"
+        devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert len(devices) == 1, f"{name}: one device reservation expected, got {devices}"
+        device = devices[0]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"], f"{name}: GPU reservation {device}"
+        count = str(device.get("count", device.get("device_ids")))
+        assert count == "all" or int(count) >= 1, f"{name}: GPU count {count}"
     for name, service in services.items():
-        if name != "triton":
+        if name not in GPU_HOLDERS:
             reservations = ((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}
             assert "devices" not in reservations, f"{name} must not reserve GPUs (the cpu profile runs without one)"
 
@@ -104,7 +114,7 @@ def test_triton_services_mount_the_model_repository_and_share_memory(services):
         assert any(target == models and ro for _, target, ro in mounts), f"{name}: {models} must be mounted :ro"
         assert services[name].get("shm_size"), f"{name}: set shm_size (the Python backend uses /dev/shm)"
     assert services["triton-cpu"]["entrypoint"][-1] == "/opt/ufo/triton_cpu.py", "triton-cpu: launcher"
-    sources = {_volume_target(v)[0] for n in ("triton", "triton-cpu", "gateway", "worker")
+    sources = {_volume_target(v)[0] for n in ("triton", "triton-cpu", "gateway", "worker", *GPU_TWINS)
                for v in services[n]["volumes"] if _volume_target(v)[1] == "/models"}
     assert len(sources) == 1, f"Triton, gateway and worker must mount the same model repository, got {sources}"
 
@@ -127,15 +137,16 @@ def test_gateway_and_worker_settings_agree_with_service_config(services, monkeyp
     names = [n for s in services.values() for n in environment(s)]
     unknown = unknown_ufo_variables(names)
     assert not unknown, f"{unknown} in docker-compose.yml are not fields of service/config.py Settings (drift?)"
-    gateway, worker = services["gateway"], services["worker"]
+    gateway = services["gateway"]
     port = int(cli_option(gateway["command"], "--port"))
     assert port == defaults.port, f"gateway --port {port} differs from Settings.port {defaults.port}"
     targets = [int(str(p).rsplit(":", 1)[-1]) if not isinstance(p, dict) else p["target"] for p in gateway["ports"]]
     assert targets == [port], f"gateway publishes container port(s) {targets}, serves on {port}"
     assert f":{port}/healthz" in " ".join(gateway["healthcheck"]["test"]), "gateway healthcheck on another port"
-    for name, service in (("gateway", gateway), ("worker", worker)):
+    for name in APP_PROFILES:
+        service = services[name]
         env = environment(service)
-        init = {"host": cli_option(service["command"], "--host"), "port": port} if name == "gateway" else {}
+        init = {"host": cli_option(service["command"], "--host"), "port": port} if name.startswith("gateway") else {}
         settings = settings_from_env(monkeypatch, env, **init)  # raises on a bad value or an unsafe combination
         assert settings.environment == "production", f"{name}: UFO_ENVIRONMENT=production expected"
         assert settings.store_url.startswith("redis://"), f"{name}: gateway replicas and worker share Redis"
@@ -144,12 +155,12 @@ def test_gateway_and_worker_settings_agree_with_service_config(services, monkeyp
             f"{name}: UFO_DATA_DIR={settings.data_dir} must be a writable volume")
         assert mounts[str(settings.data_dir)][0] == "ufo-data", f"{name}: data dir must be the shared ufo-data"
         assert str(settings.repository) in mounts, f"{name}: UFO_REPOSITORY={settings.repository} is not mounted"
-        for profile in ("gpu", "cpu"):
+        for profile in {"gpu", "cpu"} & set(APP_PROFILES[name]):
             hosts = _names_on_network(services, profile)
             triton_host = settings.triton.url.split(":")[0]
             assert triton_host in hosts, f"{name}: UFO_TRITON__URL host {triton_host} unknown in profile {profile}"
             assert settings.store_url.split("//")[1].split(":")[0] in hosts, f"{name}: Redis host unknown"
-        if name == "gateway":
+        if name.startswith("gateway"):
             assert settings.auth_required, "the gateway binds 0.0.0.0: API keys are required"
     triton_port = int(environment(gateway)["UFO_TRITON__URL"].split(":")[1])
     assert triton_port == 8001 and environment(gateway)["UFO_TRITON__PROTOCOL"] == "grpc", "Triton gRPC is :8001"
@@ -225,5 +236,20 @@ def test_docker_compose_config_accepts_the_file(profile):
     assert result.returncode == 0, f"docker-compose config (--profile {profile}) rejected the file:\n{result.stderr}"
     resolved = yaml.safe_load(result.stdout)
     assert set(resolved["services"]) == SERVICES, "docker-compose config lost services"
-    devices = resolved["services"]["triton"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["driver"] == "nvidia", "docker-compose config dropped the GPU reservation"
+    for name in GPU_HOLDERS:
+        devices = resolved["services"][name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["driver"] == "nvidia", f"docker-compose config dropped {name}'s GPU reservation"
+    for twin in GPU_TWINS:
+        assert resolved["services"][twin]["build"]["args"] == {"FAISS": "gpu"}, f"{twin}: not built with GPU FAISS"
+
+
+@pytest.mark.parametrize("twin", sorted(GPU_TWINS))
+def test_gpu_twins_differ_only_in_image_gpu_and_profile(services, twin):
+    """gateway-gpu / worker-gpu are the CPU services on the GPU image with a GPU: nothing else may drift."""
+    cpu, gpu = services[GPU_TWINS[twin]], services[twin]
+    differing = {k for k in set(cpu) | set(gpu) if cpu.get(k) != gpu.get(k)}
+    assert differing == {"image", "build", "profiles", "deploy", "networks"}, f"{twin} differs in {sorted(differing)}"
+    assert gpu["image"].endswith("-gpu") and gpu["build"]["args"] == {"FAISS": "gpu"}, f"{twin}: image {gpu['image']}"
+    assert cpu["image"] == services["triton-cpu"]["image"] and "args" not in cpu["build"], (
+        f"{GPU_TWINS[twin]}: the CPU services keep the CPU image")
+    assert GPU_TWINS[twin] in gpu["networks"]["default"]["aliases"], f"{twin} must answer to {GPU_TWINS[twin]!r}"
