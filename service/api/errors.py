@@ -17,11 +17,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.index.errors import DimensionError, ModelVersionError
 from service.inference.errors import InferenceServiceError
 from service.store.base import StoreError
+from service.store.redis_store import store_error as redis_store_error
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +31,13 @@ PROBLEM_TYPE = "application/problem+json"
 _SLUGS = {
     400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
     409: "conflict", 413: "payload-too-large", 415: "unsupported-media-type", 422: "invalid-input",
-    429: "overloaded", 500: "internal-error", 503: "unavailable", 504: "timeout",
+    429: "overloaded", 500: "internal-error", 503: "unavailable", 504: "timeout", 507: "insufficient-storage",
 }
 _TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
     409: "Conflict", 413: "Payload too large", 415: "Unsupported media type", 422: "Invalid input",
     429: "Too many requests", 500: "Internal server error", 503: "Service unavailable", 504: "Gateway timeout",
+    507: "Insufficient storage",
 }
 
 
@@ -103,11 +106,22 @@ def to_problem(exc: BaseException, path: str) -> JSONResponse:
     if isinstance(exc, ModelVersionError):
         return problem(409, str(exc), slug="model-version-mismatch", instance=path)
     if isinstance(exc, StoreError):
-        log.error("store error on %s: %s", path, exc)
-        return problem(503, "the gallery store is unavailable; retry later", instance=path, headers=retry_headers(1))
+        return store_problem(exc, path)
+    if isinstance(exc, RedisError):  # the job queue's Redis (the store's own errors arrive typed)
+        return store_problem(redis_store_error(exc, "job queue"), path)
     if isinstance(exc, TimeoutError):
         return problem(504, "the request did not finish within the server's time limit", instance=path)
     return internal_error(exc, path)
+
+
+def store_problem(exc: StoreError, path: str) -> JSONResponse:
+    """503 + Retry-After while the store is away, 507 when it is full; the detail says which, not its internals."""
+    log.error("store error on %s: %s", path, exc)
+    if exc.http_status == 507:
+        detail = "the gallery store is full: nothing of this request was written; an operator must free space"
+    else:
+        detail = "the gallery store is unavailable; retry after Retry-After seconds (writes are idempotent upserts)"
+    return problem(exc.http_status, detail, instance=path, headers=retry_headers(exc.retry_after_s))
 
 
 def internal_error(exc: BaseException, path: str) -> JSONResponse:
@@ -136,6 +150,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     # Known types are mapped inside the middleware stack (metrics see their status); anything else reaches
     # Starlette's outermost handler, which answers with our 500 problem.
-    for known in (ApiError, InferenceServiceError, DimensionError, ModelVersionError, StoreError, TimeoutError,
-                  Exception):
+    for known in (ApiError, InferenceServiceError, DimensionError, ModelVersionError, StoreError, RedisError,
+                  TimeoutError, Exception):
         app.add_exception_handler(known, on_error)

@@ -1,6 +1,14 @@
 """Gallery records per task: SQLite (default, embedded) or Redis (distributed), one interface."""
 
-from service.store.base import ChangeLogTrimmed, GalleryStore, ModelVersionFenced, StoreError, replay_changes
+from service.store.base import (
+    ChangeLogTrimmed,
+    GalleryStore,
+    ModelVersionFenced,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+    replay_changes,
+)
 from service.store.factory import TASKS, open_store, sqlite_path
 from service.store.records import Change, Item, same_item, validate_item
 from service.store.sqlite_store import SQLiteStore
@@ -14,6 +22,8 @@ __all__ = [
     "ModelVersionFenced",
     "SQLiteStore",
     "StoreError",
+    "StoreFull",
+    "StoreUnavailable",
     "open_store",
     "replay_changes",
     "same_item",

@@ -21,7 +21,25 @@ from service.store.records import Change, Item, ItemPage
 
 
 class StoreError(RuntimeError):
-    """A backend failed (I/O, connection, corrupted row); the message names the store."""
+    """A backend failed (I/O, connection, corrupted row); the message names the store.
+
+    `http_status` / `retry_after_s` say how the gateway answers it (503 + Retry-After: the store is away)."""
+
+    http_status = 503
+    retry_after_s: float | None = 1.0
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot serve now but may shortly: Redis unreachable or loading, SQLite locked or read-only.
+    Nothing was written (or the write is in doubt and safe to retry: every write is an idempotent upsert)."""
+
+
+class StoreFull(StoreError):
+    """The store has no room for the write (disk full, or the database's size cap): nothing of it was written.
+    Answered 507 Insufficient Storage: retrying does not help until an operator frees space."""
+
+    http_status = 507
+    retry_after_s = 60.0
 
 
 class ChangeLogTrimmed(StoreError):
@@ -110,6 +128,10 @@ class GalleryStore(Protocol):
 
     async def trim_changes(self, before: int) -> int:
         """Drop changes with offset < `before` (once a snapshot holds them); return how many."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the store answers; raise StoreError (StoreUnavailable) when it cannot (readiness)."""
         ...
 
     async def close(self) -> None:

@@ -11,18 +11,32 @@ disagrees with the hash. Stream entry ids are the offsets themselves, so `change
 XRANGE and `trim_changes` one XTRIM MINID.
 Durability is the server's: an acknowledged write is in memory on the primary; it survives a
 restart only with `appendonly yes` (and `appendfsync always` for power loss).
+Outages are typed: a server that is down, loading its AOF or read-only raises `StoreUnavailable` (the
+gateway answers 503 + Retry-After), out of memory `StoreFull` (507); the client reconnects by itself once the
+server is back. A write cut off mid-reply may have been applied: it is an upsert, so the client's retry is safe.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
-from service.store.base import ModelVersionFenced, batch_model_version, check_not_trimmed
+from service.store.base import (
+    ModelVersionFenced,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+    batch_model_version,
+    check_not_trimmed,
+)
 from service.store.records import (
     Change,
     Item,
@@ -75,6 +89,50 @@ return redis.call('XTRIM', KEYS[1], 'MINID', before .. '-0')
 """
 
 
+T = TypeVar("T")
+CONNECT_TIMEOUT_S = 1.0  # an unreachable server fails a request (503) fast instead of hanging it
+SOCKET_TIMEOUT_S = 5.0
+_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError,
+                redis_errors.ReadOnlyError)
+
+
+def store_error(exc: redis_errors.RedisError, where: str) -> StoreError:
+    """The typed store error for a redis-py error (see the module docstring)."""
+    message = f"redis store {where}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, _UNAVAILABLE) or str(exc).startswith(("MISCONF", "LOADING", "MASTERDOWN", "TRYAGAIN")):
+        return StoreUnavailable(message)
+    if str(exc).startswith("OOM"):
+        return StoreFull(message)
+    return StoreError(message)
+
+
+def guarded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Raise redis-py errors of a store method as typed store errors."""
+
+    @functools.wraps(method)
+    async def wrapper(self: RedisStore, *args: Any, **kwargs: Any) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        except redis_errors.RedisError as exc:
+            raise store_error(exc, self.prefix) from exc
+
+    return wrapper
+
+
+def guarded_iter(method: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterator[T]]:
+    """`guarded` for async generators."""
+
+    @functools.wraps(method)
+    async def wrapper(self: RedisStore, *args: Any, **kwargs: Any) -> AsyncIterator[T]:
+        try:
+            async for value in method(self, *args, **kwargs):
+                yield value
+        except redis_errors.RedisError as exc:
+            raise store_error(exc, self.prefix) from exc
+
+    return wrapper
+
+
 def task_prefix(task: str, namespace: str = "ufo") -> str:
     """Key prefix for one task, e.g. 'ufo:{face}' (braces: a Redis Cluster hash tag)."""
     return f"{namespace}:{{{task}}}"
@@ -110,10 +168,21 @@ class RedisStore:
     @classmethod
     async def open(cls, url: str, task: str, *, namespace: str = "ufo") -> RedisStore:
         """Connect (binary replies) and check the server answers."""
-        client = aioredis.Redis.from_url(url, decode_responses=False)
-        await client.ping()
+        client = aioredis.Redis.from_url(
+            url, decode_responses=False, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2))
+        try:
+            await client.ping()
+        except redis_errors.RedisError as exc:
+            await client.aclose()
+            raise store_error(exc, url) from exc
         log.info("opened redis store %s prefix %s", url, task_prefix(task, namespace))
         return cls(client, task_prefix(task, namespace))
+
+    @guarded
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the server answers (readiness)."""
+        await self.client.ping()
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -125,6 +194,7 @@ class RedisStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @guarded
     async def upsert(self, items: Sequence[Item]) -> int:
         """Insert or overwrite atomically; returns the offset of the last change."""
         checked = [validate_item(item) for item in items]
@@ -147,17 +217,21 @@ class RedisStore:
                   1e3 * (time.perf_counter() - t0))
         return offset
 
+    @guarded
     async def model_version(self) -> str | None:
         value = await self.client.get(self._model_key)
         return None if value is None else value.decode()
 
+    @guarded
     async def set_model_version(self, version: str) -> None:
         await self.client.set(self._model_key, version)
 
+    @guarded
     async def delete(self, item_id: str) -> bool:
         """Delete one record; logs a delete change only when it existed."""
         return int(await self._delete(keys=self._keys, args=[item_id])) > 0
 
+    @guarded
     async def get(self, item_id: str) -> Item | None:
         """The record, or None."""
         async with self.client.pipeline(transaction=True) as pipe:
@@ -166,10 +240,12 @@ class RedisStore:
             blob, created = await pipe.execute()
         return None if blob is None else decode_record(item_id, blob, float(created))
 
+    @guarded
     async def count(self) -> int:
         """Number of records."""
         return int(await self.client.hlen(self._keys[0]))
 
+    @guarded
     async def last_offset(self) -> int:
         """Newest offset ever issued, 0 before the first."""
         value = await self.client.get(self._keys[3])
@@ -189,6 +265,7 @@ class RedisStore:
             if cursor == 0:
                 return
 
+    @guarded_iter
     async def iter_items(self, batch: int = 1000) -> AsyncIterator[Item]:
         """All records via HSCAN (no order, each once)."""
         async for fresh, page in self._scan(batch):
@@ -197,12 +274,14 @@ class RedisStore:
                 if when is not None:  # deleted between HSCAN and HMGET
                     yield decode_record(key.decode(), page[key], float(when))
 
+    @guarded_iter
     async def iter_pages(self, batch: int = 10_000) -> AsyncIterator[ItemPage]:
         """All records as `ItemPage`s via HSCAN (no order, each once). HSCAN returns the records themselves,
         so a page costs one round trip and one join of its vectors."""
         async for fresh, page in self._scan(batch):
             yield page_from_records([key.decode() for key in fresh], [page[key] for key in fresh])
 
+    @guarded
     async def changes_since(self, offset: int, limit: int = 1000) -> list[Change]:
         """Changes with offset > `offset`, oldest first (one XRANGE, with the trim mark)."""
         check_offset(offset)
@@ -214,6 +293,7 @@ class RedisStore:
         check_not_trimmed(offset, 0 if trimmed is None else int(trimmed))
         return [_change_of(entry_id, fields) for entry_id, fields in entries]
 
+    @guarded
     async def trim_changes(self, before: int) -> int:
         """Drop log entries with offset < `before` (XTRIM MINID, exact) and remember the mark."""
         check_offset(before)

@@ -10,6 +10,9 @@ Why these settings:
   disagree with the table.
 - sqlite3 calls block; every call runs in `asyncio.to_thread`. One writer connection behind a
   lock (SQLite allows one writer anyway) and a small pool of reader connections.
+- Errors are typed (`store_error`): disk full or the size cap (`max_pages`) → `StoreFull` (507), locked,
+  read-only or I/O errors → `StoreUnavailable` (503). A failed write transaction is rolled back whole, so
+  the file never holds half a write.
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from service.store.base import ModelVersionFenced, StoreError, batch_model_version, check_not_trimmed
+from service.store.base import (
+    ModelVersionFenced,
+    StoreError,
+    batch_model_version,
+    check_not_trimmed,
+)
 from service.store.records import (
     Change,
     Item,
@@ -39,6 +47,7 @@ from service.store.records import (
     stack_vectors,
     validate_item,
 )
+from service.store.sqlite_errors import store_error
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +111,13 @@ def _row_to_item(row: Sequence[Any]) -> Item:
 class SQLiteStore:
     """`GalleryStore` on one SQLite file. Open with `await SQLiteStore.open(path)`."""
 
-    def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL", busy_timeout_ms: int = 5000):
+    def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL", busy_timeout_ms: int = 5000,
+                 max_pages: int | None = None):
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        if max_pages is not None and max_pages < 1:
+            raise ValueError(f"max_pages must be a positive page count, got {max_pages}")
+        self.max_pages = max_pages  # a size cap (pages of the file): writes past it fail as a full disk would
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
@@ -119,7 +132,10 @@ class SQLiteStore:
     async def open(cls, path: str | Path, **options: Any) -> SQLiteStore:
         """Create the file and schema if needed and return an open store."""
         store = cls(path, **options)
-        await asyncio.to_thread(store._open_sync)
+        try:
+            await asyncio.to_thread(store._open_sync)
+        except sqlite3.Error as exc:
+            raise store_error(exc, store.path) from exc
         return store
 
     # -- connections ---------------------------------------------------------------------------
@@ -130,6 +146,8 @@ class SQLiteStore:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        if self.max_pages is not None:
+            conn.execute(f"PRAGMA max_page_count = {int(self.max_pages)}")
         return conn
 
     def _open_sync(self) -> None:
@@ -155,28 +173,49 @@ class SQLiteStore:
         assert self._writer is not None
         with self._write_lock:
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback(conn)
+                    raise
+            except sqlite3.Error as exc:
+                raise store_error(exc, self.path) from exc
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        """Undo the open transaction, if SQLite has not already (it rolls back by itself on SQLITE_FULL)."""
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the original error is the one to report
+            log.warning("sqlite store %s: rollback failed: %s", self.path, exc)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A pooled reader connection (WAL: reads do not wait for the writer)."""
         self._require_open()
         try:
-            conn = self._readers.get_nowait()
-        except queue.Empty:
-            conn = self._connect()
-            with self._pool_lock:
-                self._all_readers.append(conn)
-        try:
-            yield conn
-        finally:
-            self._readers.put(conn)
+            try:
+                conn = self._readers.get_nowait()
+            except queue.Empty:
+                conn = self._connect()
+                with self._pool_lock:
+                    self._all_readers.append(conn)
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:  # a read that failed inside BEGIN: never pool an open snapshot
+                    self._rollback(conn)
+                self._readers.put(conn)
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path) from exc
+
+    async def ping(self) -> None:
+        """Raise a StoreError unless the file answers a read (readiness)."""
+        await asyncio.to_thread(self._scalar, "SELECT COUNT(*) FROM meta")
 
     async def close(self) -> None:
         """Close every connection (idempotent)."""

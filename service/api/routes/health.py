@@ -1,4 +1,8 @@
-"""GET /healthz (the process answers), /readyz (models, backend and indexes all OK), /metrics."""
+"""GET /healthz (the process answers), /readyz (models, backend, stores and indexes all OK), /metrics.
+
+Readiness includes each task's gallery store: while it is away (Redis down, SQLite unreadable) writes answer
+503, so the load balancer should stop sending traffic; searches the gateway still receives keep answering from
+the in-memory index (200). The checks run concurrently, each bounded by HEALTH_TIMEOUT_S."""
 
 from __future__ import annotations
 
@@ -30,6 +34,17 @@ async def backend_healthy(runtime: Runtime) -> bool:
         return False
 
 
+async def store_check(task: TaskRuntime) -> str:
+    """'ok', or why the task's store does not answer."""
+    try:
+        await asyncio.wait_for(task.store.ping(), HEALTH_TIMEOUT_S)
+    except TimeoutError:
+        return f"no answer within {HEALTH_TIMEOUT_S:g} s"
+    except Exception as exc:  # noqa: BLE001 - a failing check is simply not ready
+        return str(exc) or type(exc).__name__
+    return "ok"
+
+
 def index_check(task: TaskRuntime) -> str:
     """'ok', or why the task's index cannot serve (including: behind another replica's model upgrade)."""
     if task.problem or task.index is None:
@@ -44,12 +59,11 @@ async def readyz(request: Request) -> JSONResponse:
     if runtime is None:
         return JSONResponse({"ready": False, "checks": {"started": False}}, status_code=503)
     indexes = {name: index_check(t) for name, t in runtime.tasks.items()}
-    checks = {
-        "backend": await backend_healthy(runtime),
-        "models": sorted(runtime.backend.models()),
-        "indexes": indexes,
-    }
-    ready = bool(checks["backend"] and checks["models"] and all(v == "ok" for v in indexes.values()))
+    tasks = list(runtime.tasks.values())
+    backend, *store_states = await asyncio.gather(backend_healthy(runtime), *(store_check(t) for t in tasks))
+    stores = {t.task: state for t, state in zip(tasks, store_states, strict=True)}
+    checks = {"backend": backend, "models": sorted(runtime.backend.models()), "stores": stores, "indexes": indexes}
+    ready = bool(backend and checks["models"] and all(v == "ok" for v in (*indexes.values(), *stores.values())))
     runtime.metrics.ready.set(1 if ready else 0)
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
