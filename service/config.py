@@ -40,6 +40,17 @@ class EmbeddedSettings(BaseModel):
     max_queue: int = 1024
 
 
+class FaissGpuSettings(BaseModel):
+    """FAISS on GPUs: used only where the faiss build sees a GPU (the faiss-gpu-cu12 image, docs/gpu.md)."""
+
+    enabled: bool = True  # false keeps every index on the CPU even where a GPU is visible
+    # scratch memory per GPU (StandardGpuResources.setTempMemory); -1 keeps FAISS's default (~18% of the card)
+    temp_memory_mb: int = Field(default=512, ge=-1)
+    # float16 IVF-PQ lookup tables / IVF-Flat storage: faster and half the memory, but it moves scores; the
+    # rebuild's recall tuning still has to reach recall_target. Off until measured on the card (docs/gpu.md).
+    float16: bool = False
+
+
 class IndexSettings(BaseModel):
     flat_below: int = 50_000  # exact search below this many items
     ann_factory: str = "IVF{nlist},Flat"  # FAISS index_factory string above it ({nlist} filled from the size)
@@ -64,6 +75,7 @@ class IndexSettings(BaseModel):
     min_rebuild_gap_s: float = 30.0  # follower: no new trigger this soon after its last request
     canary_queries: int = 16  # live queries re-run exactly per canary round
     canary_k: int = 10
+    gpu: FaissGpuSettings = FaissGpuSettings()  # UFO_INDEX__GPU__TEMP_MEMORY_MB, ...
 
 
 class WorkerSettings(BaseModel):

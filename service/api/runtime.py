@@ -38,6 +38,7 @@ from service.index import (
     read_sidecar,
     rebuild_from_store,
 )
+from service.index.build import configure_gpu
 from service.index.errors import ModelVersionError
 from service.index.sync import sync_with_store
 from service.inference import InferenceBackend, ModelInfo
@@ -214,6 +215,7 @@ async def save_task_snapshot(task: TaskRuntime, settings: Settings) -> None:
 
 async def start_runtime(settings: Settings, metrics: GatewayMetrics) -> Runtime:
     """Start the backend, open each task's store and index. Raises on a bad repository or store URL."""
+    configure_gpu(settings.index.gpu)  # FAISS GPU memory options, before any index goes onto a GPU
     keys = KeyRing(read_records(settings.api_keys, settings.api_keys_file),
                    enforced=settings.auth_required or bool(settings.api_keys or settings.api_keys_file))
     backend = make_backend(settings, metrics)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -91,7 +92,7 @@ def build_index(
         index.train(train)
     t_train = time.perf_counter() - t0
     if use_gpu is None:
-        use_gpu = gpu_available()
+        use_gpu = gpu_available() and _gpu_options.enabled
     if use_gpu:
         index = to_gpu(index)
     index.add_with_ids(xb, ids)
@@ -140,11 +141,49 @@ def is_gpu_index(index: faiss.Index) -> bool:
     return "Gpu" in type(base_index(index)).__name__
 
 
+@dataclass(frozen=True)
+class GpuOptions:
+    """How indexes go onto GPUs (service/config.py FaissGpuSettings; set once per process by `configure_gpu`)."""
+
+    enabled: bool = True
+    temp_memory_mb: int = 512  # -1: FAISS's default
+    float16: bool = False
+
+
+_gpu_options = GpuOptions()
+_gpu_resources: list | None = None  # one StandardGpuResources per GPU, alive as long as the process
+
+
+def configure_gpu(settings: object) -> GpuOptions:
+    """Adopt the FAISS GPU settings (any object with enabled / temp_memory_mb / float16) for this process."""
+    global _gpu_options, _gpu_resources
+    options = GpuOptions(bool(settings.enabled), int(settings.temp_memory_mb), bool(settings.float16))
+    if options != _gpu_options:
+        _gpu_options, _gpu_resources = options, None
+    return options
+
+
+def _resources() -> list:
+    global _gpu_resources
+    if _gpu_resources is None:
+        _gpu_resources = []
+        for _ in range(faiss.get_num_gpus()):
+            res = faiss.StandardGpuResources()
+            if _gpu_options.temp_memory_mb >= 0:
+                res.setTempMemory(_gpu_options.temp_memory_mb * 1024 * 1024)
+            _gpu_resources.append(res)
+    return _gpu_resources
+
+
 def to_gpu(index: faiss.Index) -> faiss.Index:
-    """Clone onto all visible GPUs (a no-op without GPUs); wrappers stay on the CPU side."""
-    if not gpu_available():
+    """Clone onto all visible GPUs (a no-op without GPUs or with GPU FAISS disabled); wrappers stay on the
+    CPU side. Replicated, not sharded: every GPU answers whole queries (the coalescer sends batches)."""
+    if not gpu_available() or not _gpu_options.enabled:
         return index
-    return faiss.index_cpu_to_all_gpus(index)
+    cloner = faiss.GpuMultipleClonerOptions()
+    cloner.shard = False
+    cloner.useFloat16 = _gpu_options.float16
+    return faiss.index_cpu_to_gpu_multiple_py(_resources(), index, cloner)
 
 
 def to_cpu(index: faiss.Index) -> faiss.Index:

@@ -27,7 +27,7 @@ import numpy as np
 
 from service.config import IndexSettings
 from service.index import OperatingPoint, VectorIndex, exact_knn, resolve_factory, tune_search_params
-from service.index.build import build_main
+from service.index.build import build_main, configure_gpu
 from service.index.errors import ModelVersionError
 from service.index.vectors import normalize_rows
 from service.store import open_store
@@ -224,6 +224,7 @@ async def execute_job(job: Job, store_url: str, snapshots: SnapshotStore, opts: 
                       threads: int | None = None) -> SnapshotInfo:
     """`run_rebuild` on a store connection of its own (the worker process and the gateway's job thread
     each open one; SQLite's WAL lets it read while the gateway writes)."""
+    configure_gpu(opts.gpu)  # this process's FAISS GPU options (a job child process starts with defaults)
     store = await open_store(store_url, job.task)
     try:
         return await run_rebuild(job, store, snapshots, opts, threads=threads)
