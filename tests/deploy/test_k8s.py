@@ -32,6 +32,7 @@ K8S_VERSIONS = ("1.28", "1.37")
 # Workloads without probes, and why: a container that listens on a port must have probes.
 NO_PROBES = {"ufo-worker": "serves no HTTP; the process exits on fatal errors and the kubelet restarts it"}
 GPU = "nvidia.com/gpu"
+GPU_COMPONENTS = ("triton", "gateway", "worker")  # Triton, and the FAISS holders (tests/deploy/test_gpu.py)
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -196,10 +197,10 @@ def test_triton_requests_a_gpu_only_in_prod_gpu(rendered):
             assert GPU not in (resources.get("limits") or {}) and GPU not in (resources.get("requests") or {}), (
                 f"dev-cpu: {workload['metadata']['name']}/{container['name']} requests a GPU")
     for workload in workloads(rendered["prod-gpu"]):
-        if pod_labels(workload).get(COMPONENT) != "triton":
+        if pod_labels(workload).get(COMPONENT) not in GPU_COMPONENTS:
             for container in containers(pod_spec(workload)):
                 assert GPU not in (container.get("resources", {}).get("limits") or {}), (
-                    f"prod-gpu: only Triton should hold GPUs, {workload['metadata']['name']} asks for one")
+                    f"prod-gpu: only {GPU_COMPONENTS} hold GPUs, {workload['metadata']['name']} asks for one")
 
 
 def test_dev_cpu_runs_the_cpu_triton_launcher(rendered):
