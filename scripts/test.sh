@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what the tests need, then lint + pytest.
+# The whole test suite: sets up what the tests need (scripts/bootstrap.sh), then lint + pytest.
+# The tests run offline: the venv's bin/ (kubectl) comes first on PATH, and pip may not reach an index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-bash scripts/system_deps.sh
+export PATH="$PWD/.venv/bin:$PATH" PIP_NO_INDEX=1
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"
