@@ -18,6 +18,7 @@ from starlette.types import Scope
 
 from service.api.errors import install_error_handlers
 from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware, TimeoutMiddleware
+from service.api.ratelimit import RateLimiter
 from service.api.routes import ROUTERS
 from service.api.routes import ui as ui_routes
 from service.api.runtime import start_runtime, stop_runtime
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics = GatewayMetrics()
     app.state.runtime = None
+    app.state.rate_limiter = RateLimiter(settings.rate_limit.requests_per_s, settings.rate_limit.burst)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -23,6 +23,14 @@ class Limits(BaseModel):
     request_timeout_s: float = 30.0
 
 
+class RateLimitSettings(BaseModel):
+    """Per-API-key token bucket (service/api/ratelimit.py), kept in each gateway process: N replicas allow a key
+    up to N × the rate. 429 with Retry-After past it. Off when `requests_per_s` is 0."""
+
+    requests_per_s: float = Field(0.0, ge=0.0)
+    burst: int = Field(20, ge=1)  # requests a key may make at once after being idle
+
+
 class TritonSettings(BaseModel):
     url: str = "127.0.0.1:8001"  # host:port (gRPC) or host:port of the HTTP endpoint
     protocol: Literal["grpc", "http"] = "grpc"
@@ -113,6 +121,7 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None  # one hash record per line (a mounted secret)
     require_auth: bool | None = None  # None: required whenever `host` is not a loopback address
     limits: Limits = Limits()
+    rate_limit: RateLimitSettings = RateLimitSettings()
     index: IndexSettings = IndexSettings()
     worker: WorkerSettings = WorkerSettings()
     log_level: str = "INFO"

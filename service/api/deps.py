@@ -62,6 +62,7 @@ def require(scope: str) -> Callable[..., Awaitable[None]]:
         if not record.allows(scope):
             log.info("key %s refused: needs scope %s", record.key_id, scope)
             raise ApiError(403, f"this API key lacks the {scope!r} scope (it has {', '.join(sorted(record.scopes))})")
+        request.app.state.rate_limiter.check(record.key_id)  # 429 + Retry-After past the key's rate
 
     check.__name__ = f"require_{scope}"
     return check
