@@ -7,12 +7,15 @@ Each test writes under its own item ids, so the tests share the server without d
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from service.api.auth import create_key
 from tests.service.api.conftest import (  # noqa: F401 - api_repo and faces are fixtures used here
@@ -22,7 +25,7 @@ from tests.service.api.conftest import (  # noqa: F401 - api_repo and faces are 
     faces,
     start_server,
 )
-from ufo_client import UFOClient
+from ufo_client import AsyncUFOClient, UFOClient
 
 DIM = 128
 
@@ -61,3 +64,37 @@ def client(live: LiveServer, keys: dict[str, str]) -> Iterator[UFOClient]:
 def face(faces: dict[str, list[bytes]]) -> list[bytes]:  # noqa: F811
     """Ten images of one held-out ORL identity."""
     return next(iter(faces.values()))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Blocking:
+    """An AsyncUFOClient driven from a test thread: each coroutine method runs on the portal's event loop,
+    so one test body exercises the sync and the async client alike."""
+
+    def __init__(self, portal: BlockingPortal, client: AsyncUFOClient) -> None:
+        self.portal, self.client = portal, client
+
+    def __getattr__(self, name: str) -> Callable[..., object]:
+        method = getattr(self.client, name)
+        if not inspect.iscoroutinefunction(method):
+            return method
+        return lambda *args, **kwargs: self.portal.call(functools.partial(method, *args, **kwargs))
+
+
+@pytest.fixture(params=["sync", "async"])
+def ufo(request: pytest.FixtureRequest, live: LiveServer, keys: dict[str, str]) -> Iterator[UFOClient]:
+    """The sync client, then the async one behind `Blocking`, both with the admin key."""
+    if request.param == "sync":
+        with UFOClient(live.url, api_key=keys["admin"]) as client:
+            yield client
+        return
+    with start_blocking_portal() as portal:
+        client = AsyncUFOClient(live.url, api_key=keys["admin"])
+        try:
+            yield Blocking(portal, client)  # type: ignore[misc]
+        finally:
+            portal.call(client.aclose)
