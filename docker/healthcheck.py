@@ -2,15 +2,19 @@
 
     python /opt/ufo/healthcheck.py http://127.0.0.1:8080/healthz [URL ...]
     python /opt/ufo/healthcheck.py redis://redis:6379/0
+    python /opt/ufo/healthcheck.py 'file:///tmp/ufo-worker.heartbeat?max_age_s=60'
 
 Exit 0 when every URL is healthy within the timeout, else 1: an http(s) URL must answer 2xx, a redis URL
-must answer PING with PONG.
+must answer PING with PONG, a file URL must name a file modified less than `max_age_s` seconds ago (the
+worker's heartbeat: `ufo worker` renews it every loop round, so an old file means a stuck worker).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,13 +43,29 @@ def redis_healthy(url: str, timeout_s: float = TIMEOUT_S) -> bool:
     return reply.startswith((b"+PONG", b"-NOAUTH"))
 
 
+def file_fresh(url: str) -> bool:
+    """True when the file of `file:///path?max_age_s=N` (default 60) was modified less than N seconds ago."""
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    max_age_s = float(query.get("max_age_s", "60"))
+    try:
+        age_s = time.time() - os.stat(urllib.parse.unquote(parts.path)).st_mtime
+    except OSError:
+        return False
+    if age_s >= max_age_s:
+        print(f"stale: {parts.path} last beat {age_s:.0f} s ago (limit {max_age_s:g} s)", file=sys.stderr)
+    return age_s < max_age_s
+
+
 def healthy(url: str) -> bool:
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme in ("http", "https"):
         return http_healthy(url)
     if scheme == "redis":
         return redis_healthy(url)
-    raise ValueError(f"unsupported URL {url!r}: expected http(s):// or redis://")
+    if scheme == "file":
+        return file_fresh(url)
+    raise ValueError(f"unsupported URL {url!r}: expected http(s)://, redis:// or file://")
 
 
 def main(urls: list[str]) -> int:

@@ -95,6 +95,8 @@ class WorkerSettings(BaseModel):
     heartbeat_s: float = 5.0  # a running job's worker renews its claim this often (< claim_idle_s)
     max_attempts: int = 3  # deliveries before a job is marked failed for good
     block_s: float = 2.0  # XREADGROUP wait per poll
+    # touched by `ufo worker` every loop round and claim renewal: its liveness probe checks the file's age
+    heartbeat_file: Path | None = None
     images_dir: Path | None = None  # kept source images; None: data_dir/images
     # Without Redis the gateway runs the rebuild jobs itself: in a reniced child process (its own GIL, so the
     # searches do not wait for the job's Python work) or in a thread of its own process

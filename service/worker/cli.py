@@ -34,6 +34,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--claim-idle-s", type=float, default=None,
                         help="claim a job whose worker has been silent this long (env UFO_WORKER__CLAIM_IDLE_S)")
     parser.add_argument("--heartbeat-s", type=float, default=None, help="renew a running job's claim this often")
+    parser.add_argument("--heartbeat-file", default=None,
+                        help="touch this file every loop round, for a liveness probe (env UFO_WORKER__HEARTBEAT_FILE)")
     parser.add_argument("--drill-pause-s", type=float, default=0.0,
                         help="fault drills only: hold each claimed job this long before building it")
 
@@ -45,7 +47,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
     base = Settings(host="127.0.0.1", **{k: v for k, v in {"store_url": args.store_url,
                                                           "data_dir": args.data_dir}.items() if v is not None})
-    worker = {"queue_url": args.queue_url, "claim_idle_s": args.claim_idle_s, "heartbeat_s": args.heartbeat_s}
+    worker = {"queue_url": args.queue_url, "claim_idle_s": args.claim_idle_s, "heartbeat_s": args.heartbeat_s,
+              "heartbeat_file": getattr(args, "heartbeat_file", None)}
     overrides = {k: v for k, v in worker.items() if v is not None}
     if overrides:
         base = base.model_copy(update={"worker": WorkerSettings(**(base.worker.model_dump() | overrides))})

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from service.config import Settings
+from service.worker.heartbeat import Heartbeat
 from service.worker.queue import queue_url, snapshot_store
 from service.worker.queue_redis import TRANSIENT, Claimed, RedisJobQueue
 from service.worker.rebuild import NothingToBuild, execute_job
@@ -45,10 +46,14 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def _renew(queue: RedisJobQueue, claimed: Claimed, consumer: str, every_s: float) -> None:
-    """Renew the claim until cancelled; raise ClaimLost when another worker owns the job."""
+async def _renew(queue: RedisJobQueue, claimed: Claimed, consumer: str, every_s: float,
+                 heartbeat: Heartbeat | None = None) -> None:
+    """Renew the claim until cancelled (beating the liveness heartbeat); raise ClaimLost when another worker
+    owns the job."""
     while True:
         await asyncio.sleep(every_s)
+        if heartbeat is not None:
+            heartbeat.beat()
         try:
             if not await queue.heartbeat(claimed, consumer):
                 raise ClaimLost(f"job {claimed.job.id} was claimed by another worker")
@@ -74,7 +79,7 @@ async def _finish(queue: RedisJobQueue, claimed: Claimed, *, info: SnapshotInfo 
 
 
 async def _build(queue: RedisJobQueue, claimed: Claimed, consumer: str, settings: Settings,
-                 snapshots: SnapshotStore, drill_pause_s: float) -> SnapshotInfo:
+                 snapshots: SnapshotStore, drill_pause_s: float, heartbeat: Heartbeat | None = None) -> SnapshotInfo:
     """Run the job with its claim renewed alongside; the first of the two to fail ends both."""
     async def job() -> SnapshotInfo:
         if drill_pause_s:  # fault drills: hold the claimed job long enough to kill this process mid-build
@@ -82,7 +87,7 @@ async def _build(queue: RedisJobQueue, claimed: Claimed, consumer: str, settings
         return await execute_job(claimed.job, settings.store_url, snapshots, settings.index)
 
     build = asyncio.create_task(job())
-    renew = asyncio.create_task(_renew(queue, claimed, consumer, settings.worker.heartbeat_s))
+    renew = asyncio.create_task(_renew(queue, claimed, consumer, settings.worker.heartbeat_s, heartbeat))
     try:
         done, _ = await asyncio.wait({build, renew}, return_when=asyncio.FIRST_COMPLETED)
         if renew in done:
@@ -97,7 +102,7 @@ async def _build(queue: RedisJobQueue, claimed: Claimed, consumer: str, settings
 
 
 async def process(queue: RedisJobQueue, claimed: Claimed, consumer: str, settings: Settings,
-                  snapshots: SnapshotStore, *, drill_pause_s: float = 0.0) -> str:
+                  snapshots: SnapshotStore, *, drill_pause_s: float = 0.0, heartbeat: Heartbeat | None = None) -> str:
     """Run one claimed job; returns its outcome: done, failed, skipped, retry or lost."""
     job = claimed.job
     if claimed.deliveries > settings.worker.max_attempts:
@@ -107,7 +112,7 @@ async def process(queue: RedisJobQueue, claimed: Claimed, consumer: str, setting
     log.info("job %s: rebuild %s (%s), delivery %d", job.id, job.task, job.reason, claimed.deliveries)
     t0 = time.perf_counter()
     try:
-        info = await _build(queue, claimed, consumer, settings, snapshots, drill_pause_s)
+        info = await _build(queue, claimed, consumer, settings, snapshots, drill_pause_s, heartbeat)
     except NothingToBuild as exc:
         await _finish(queue, claimed)
         log.info("job %s: %s", job.id, exc)
@@ -147,10 +152,12 @@ async def run_worker(settings: Settings, *, consumer: str | None = None, max_job
     stop = stop or asyncio.Event()
     snapshots = snapshot_store(settings)
     queue = RedisJobQueue.connect(url, settings.worker)
+    heartbeat = Heartbeat(settings.worker.heartbeat_file)
     processed, backoff = 0, 0.2
     log.info("worker %s consuming %s (snapshots in %s)", consumer, queue.stream, snapshots.root)
     try:
         while not stop.is_set() and (max_jobs is None or processed < max_jobs):
+            heartbeat.beat()  # every round: at least every block_s, or every retry while Redis is away
             try:
                 claimed = await queue.claim(consumer)
                 backoff = 0.2
@@ -162,10 +169,12 @@ async def run_worker(settings: Settings, *, consumer: str | None = None, max_job
             if claimed is None:
                 continue
             try:
-                await process(queue, claimed, consumer, settings, snapshots, drill_pause_s=drill_pause_s)
+                await process(queue, claimed, consumer, settings, snapshots, drill_pause_s=drill_pause_s,
+                              heartbeat=heartbeat)
             except TRANSIENT as exc:  # Redis went away between the claim and the ack: the job stays pending
                 log.warning("job %s left pending (%s); it will be claimed again", claimed.job.id, exc)
             processed += 1
     finally:
+        heartbeat.remove()
         await queue.close()
     return processed

@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from service.config import WorkerSettings
+
 from .helpers import (
     COMPONENT,
     OVERLAYS,
@@ -29,8 +31,9 @@ from .helpers import (
 
 # Oldest and newest Kubernetes versions the manifests are checked against.
 K8S_VERSIONS = ("1.28", "1.37")
-# Workloads without probes, and why: a container that listens on a port must have probes.
-NO_PROBES = {"ufo-worker": "serves no HTTP; the process exits on fatal errors and the kubelet restarts it"}
+# Workloads with a liveness probe only, and why: a container that listens on a port must have both probes.
+LIVENESS_ONLY = {"ufo-worker": "serves no traffic; its liveness is the heartbeat file its loop touches"}
+HEARTBEAT = "/tmp/ufo-worker.heartbeat"
 GPU = "nvidia.com/gpu"
 GPU_COMPONENTS = ("triton", "gateway", "worker")  # Triton, and the FAISS holders (tests/deploy/test_gpu.py)
 
@@ -155,10 +158,11 @@ def test_probes_where_a_container_listens(overlay):
         for container in pod_spec(workload)["containers"]:
             where = f"{workload['metadata']['name']}/{container['name']}"
             ports = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
-            if workload["metadata"]["name"] in NO_PROBES:
-                assert not ports, f"{where} is exempt from probes ({NO_PROBES[where.split('/')[0]]}) but listens"
-                continue
-            for probe_name in ("livenessProbe", "readinessProbe"):
+            needed = ("livenessProbe", "readinessProbe")
+            if workload["metadata"]["name"] in LIVENESS_ONLY:
+                assert not ports, f"{where} has only liveness ({LIVENESS_ONLY[where.split('/')[0]]}) but listens"
+                needed = ("livenessProbe",)
+            for probe_name in needed:
                 probe = container.get(probe_name)
                 if not probe:
                     problems.append(f"{where}: {probe_name} missing")
@@ -183,6 +187,22 @@ def test_probes_use_the_service_health_endpoints(overlay):
     triton = _container(_component(objs, "triton"), "triton")
     assert _http_path(triton, "livenessProbe") == "/v2/health/live", f"{name}: Triton liveness /v2/health/live"
     assert _http_path(triton, "readinessProbe") == "/v2/health/ready", f"{name}: Triton readiness /v2/health/ready"
+
+
+def test_worker_liveness_checks_the_heartbeat_its_loop_touches(overlay):
+    name, objs = overlay
+    worker = _container(_component(objs, "worker"), "worker")
+    env = {e["name"]: e.get("value") for e in worker.get("env") or []}
+    assert env.get("UFO_WORKER__HEARTBEAT_FILE") == HEARTBEAT, f"{name}: the worker must beat {HEARTBEAT}"
+    command = worker["livenessProbe"]["exec"]["command"]
+    assert command[:2] == ["python", "/opt/ufo/healthcheck.py"], f"{name}: worker liveness runs {command}"
+    url = command[2]
+    assert url.startswith(f"file://{HEARTBEAT}?max_age_s="), f"{name}: worker liveness checks {url}"
+    max_age_s = float(url.split("max_age_s=")[1])
+    settings = WorkerSettings()
+    longest_gap_s = max(settings.block_s, settings.heartbeat_s)  # between two beats of a live worker
+    assert max_age_s > 3 * longest_gap_s, f"{name}: a limit of {max_age_s} s would kill a live worker"
+    assert "readinessProbe" not in worker, f"{name}: nothing routes to the worker"
 
 
 def test_triton_requests_a_gpu_only_in_prod_gpu(rendered):
