@@ -132,12 +132,35 @@ def _add_tensors(target, specs: Sequence[TensorSpec]) -> None:
         entry.dims.extend(spec.dims)
 
 
-def _add_tensorrt(config: mc.ModelConfig, fp16: bool) -> None:
+def _profile_shapes(signature: GraphSignature, batch: int) -> str:
+    """TensorRT optimisation-profile shapes for the graph inputs at one batch size ("pixels:8x3x64x48")."""
+    return ",".join(f"{s.name}:{'x'.join(str(d) for d in (batch, *s.dims))}" for s in signature.inputs)
+
+
+def _add_tensorrt(config: mc.ModelConfig, options: ServingOptions, signature: GraphSignature) -> None:
+    """TensorRT as ONNX Runtime's accelerator (the CUDA execution provider runs what TensorRT cannot), with one
+    optimisation profile over the whole batch range so no engine is rebuilt while serving; engines cached."""
     accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
     accelerator.name = "tensorrt"
-    accelerator.parameters["precision_mode"] = "FP16" if fp16 else "FP32"
+    accelerator.parameters["precision_mode"] = "FP16" if options.tensorrt_fp16 else "FP32"
     accelerator.parameters["max_workspace_size_bytes"] = str(1 << 30)
     accelerator.parameters["trt_engine_cache_enable"] = "1"
+    if all(d > 0 for s in signature.inputs for d in s.dims):  # profiles need every non-batch dim fixed
+        optimal = max(options.preferred_batch_sizes, default=options.max_batch_size)
+        accelerator.parameters["trt_profile_min_shapes"] = _profile_shapes(signature, 1)
+        accelerator.parameters["trt_profile_opt_shapes"] = _profile_shapes(signature, optimal)
+        accelerator.parameters["trt_profile_max_shapes"] = _profile_shapes(signature, options.max_batch_size)
+
+
+def gpu_serving_options(max_batch_size: int = 32, *, tensorrt: bool = True, fp16: bool = True,
+                        instances: int = 1) -> ServingOptions:
+    """The GPU serving choice: KIND_GPU on NVIDIA's native onnxruntime backend (CUDA execution provider),
+    TensorRT fp16 as accelerator (the parity gate refuses a version it moves too far), dynamic batching that
+    prefers the largest batches with a 100 us queue delay. The preferred sizes and the delay are NOT measured
+    yet (no GPU run so far: docs/gpu.md); bench/gpu.sh measures batched vs unbatched on a card."""
+    preferred = tuple(sorted({b for b in (max_batch_size // 4, max_batch_size // 2, max_batch_size) if b >= 1}))
+    return ServingOptions(kind="gpu", max_batch_size=max_batch_size, preferred_batch_sizes=preferred,
+                          max_queue_delay_us=100, instances=instances, tensorrt=tensorrt, tensorrt_fp16=fp16)
 
 
 def build_model_config(model_name: str, signature: GraphSignature, options: ServingOptions) -> mc.ModelConfig:
@@ -162,7 +185,7 @@ def build_model_config(model_name: str, signature: GraphSignature, options: Serv
     for key, value in options.extra_parameters.items():
         config.parameters[key].string_value = value
     if options.tensorrt:
-        _add_tensorrt(config, options.tensorrt_fp16)
+        _add_tensorrt(config, options, signature)
     return config
 
 

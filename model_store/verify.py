@@ -2,7 +2,8 @@
 
 For each `<model>/<version>`: config.pbtxt parses and agrees with the ONNX graph (names, dims, dtypes,
 batching); model.onnx's sha256 matches the manifest; the manifest validates and fits the graph; ONNX
-Runtime reproduces the parity embeddings (per-input cosine at least the manifest's `min_cosine`). Every
+Runtime reproduces the parity embeddings (per-input cosine at least the manifest's `min_cosine`); with
+`--backend triton --url`, the running Triton's embeddings too (`parity.serving_min_cosine`). Every
 problem is one line naming the file it is about. Torch-free: runs wherever onnxruntime does.
 """
 
@@ -187,11 +188,38 @@ def verify_repository(path: Path | str) -> list[Problem]:
     return [problem for _, problems in iter_verified(Path(path)) for problem in problems]
 
 
+def serving_problems(repository: Path, label: str, url: str, protocol: str) -> list[Problem]:
+    """The parity gate through a running Triton for one "model/version" (`model_store.serving_parity`)."""
+    import asyncio
+
+    from model_store.serving_parity import ParityGateError, check_serving_parity, triton_embedder
+
+    model, version = label.split("/")
+    version_dir = Path(repository) / model / version
+    try:
+        outcome = asyncio.run(check_serving_parity(triton_embedder(url, model, int(version), protocol=protocol),
+                                                   version_dir))
+    except ParityGateError as exc:
+        return [Problem(version_dir, str(exc))]
+    except Exception as exc:  # tritonclient raises its own types: a server that cannot answer is a failure too
+        return [Problem(version_dir, f"Triton at {url} cannot embed the parity images: {type(exc).__name__}: {exc}")]
+    return [] if outcome.passed else [Problem(version_dir, outcome.message)]
+
+
 def cli_verify(args: argparse.Namespace) -> int:
-    """`ufo store verify --repository PATH`: prints "OK model/version" or one line per problem; exit 1 on any."""
+    """`ufo store verify --repository PATH [--backend triton --url HOST:PORT]`: prints "OK model/version" or
+    one line per problem; exit 1 on any. With Triton, each version is also embedded through the server."""
+    backend = getattr(args, "backend", "onnxruntime")
+    url = getattr(args, "url", None)
+    if backend == "triton" and not url:
+        print("FAIL --backend triton needs --url HOST:PORT (gRPC, or HTTP with --protocol http)")
+        return 2
     failures = 0
     checked = 0
-    for label, problems in iter_verified(Path(args.repository)):
+    for label, found in iter_verified(Path(args.repository)):
+        problems = list(found)
+        if backend == "triton" and "/" in label:
+            problems += serving_problems(Path(args.repository), label, url, getattr(args, "protocol", "grpc"))
         checked += "/" in label
         if not problems:
             print(f"OK {label}")

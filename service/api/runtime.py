@@ -223,14 +223,16 @@ async def start_runtime(settings: Settings, metrics: GatewayMetrics) -> Runtime:
     executor = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) + 2), thread_name_prefix="decode")
     runtime = Runtime(settings, backend, metrics, keys, executor)
     try:
-        from service.api.upgrades import maybe_auto_upgrade, serve_stored_version
+        from service.api.upgrades import gate_at_start, maybe_auto_upgrade, serve_stored_version
         from service.worker.queue import open_job_queue
 
         runtime.queue = await open_job_queue(settings)
         for name in sorted(backend.models()):
             started = time.perf_counter()
             store = await open_store(settings.store_url, name)
-            task = TaskRuntime(name, await serve_stored_version(runtime, name, store), store)
+            # the parity gate: a version that drifts on this backend never serves (an older one that passes does)
+            info = await gate_at_start(runtime, name, await serve_stored_version(runtime, name, store))
+            task = TaskRuntime(name, info, store)
             runtime.tasks[name] = task
             await open_task_index(task, settings)
             await start_follower(runtime, task)

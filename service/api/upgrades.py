@@ -11,6 +11,10 @@ over (the steps are `service.worker.upgrade.upgrade_model`; this module wires th
   index's model-version check and retried once by `gallery` with the new model: never a mix.
 - Other replicas hear of the new model's snapshot (`IndexFollower.on_new_model`), load that version in
   their backend and adopt the snapshot (`adopt_new_model`).
+- The parity gate (`parity_gate`, `model_store.serving_parity`): a version goes live only after the backend
+  that serves it embeds the manifest's parity images within `parity.serving_min_cosine` of the reference:
+  at start (the gateway refuses to start), before an upgrade (422, the old version keeps serving) and before
+  a replica adopts another's upgrade (the follower retries and reports it).
 - Re-embedding needs the enrolled images (`keep_images`, on by default). Items without one make the
   upgrade refuse to start (409 naming them) unless `drop_missing`, which deletes them at the cut-over.
 """
@@ -25,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from model_store.serving_parity import ParityGateError, require_serving_parity
 from service.api.errors import ApiError
 from service.api.kept_images import image_keeper
 from service.api.runtime import Runtime, TaskRuntime, model_version_of
@@ -133,6 +138,60 @@ async def load_version(runtime: Runtime, task: TaskRuntime, version: int | None)
                        headers={"Retry-After": "30"}) from None
 
 
+async def parity_gate(runtime: Runtime, task: str, info: ModelInfo) -> None:
+    """Raise `ParityGateError` when the backend's embeddings of `info`'s parity images drift from the reference."""
+    version_dir = Path(runtime.settings.repository) / info.model_name / str(info.version)
+
+    async def embed(pixels: np.ndarray) -> np.ndarray:
+        return await runtime.backend.embed(task, pixels, version=info.version)
+
+    outcome = await require_serving_parity(embed, version_dir)
+    log.info("task %s: %s", task, outcome.message)
+
+
+async def gate_at_start(runtime: Runtime, task: str, info: ModelInfo) -> ModelInfo:
+    """The version a gateway starts with, gated: when it drifts on this backend, the newest older version that
+    passes serves instead (logged as an error; ParityGateError when none does). A backend not up yet (Triton
+    starting later) defers the check to the next upgrade, with a warning."""
+    try:
+        await parity_gate(runtime, task, info)
+        return info
+    except BackendUnavailable as exc:
+        log.warning("task %s: serving parity of %s not checked at start, the backend is unavailable: %s",
+                    task, model_version_of(info), exc)
+        return info
+    except ParityGateError as exc:
+        refused = exc
+        log.error("task %s: %s", task, exc)
+    folder = Path(runtime.settings.repository) / info.model_name
+    for older in [int(p.name) for p in list_version_dirs(folder) if int(p.name) < info.version]:
+        try:
+            candidate = await runtime.backend.load_version(task, older)
+            await parity_gate(runtime, task, candidate)
+        except (ParityGateError, RepositoryError, BackendUnavailable) as exc:
+            log.error("task %s: %s/%d cannot serve either: %s", task, info.model_name, older, exc)
+            continue
+        runtime.backend.serve_version(task, older)
+        await runtime.backend.unload_version(task, info.version)
+        log.error("task %s: serving %s/%d instead of %s", task, info.model_name, older, model_version_of(info))
+        return runtime.backend.model(task)
+    raise ParityGateError(f"{refused}; no older version of {info.model_name} passes either")
+
+
+async def gate_upgrade(runtime: Runtime, task: TaskRuntime, info: ModelInfo) -> None:
+    """422 (the served version stays) when the new version fails the parity gate; 503 when it cannot be run."""
+    try:
+        await parity_gate(runtime, task.task, info)
+    except ParityGateError as exc:
+        runtime.metrics.upgrades.labels(task.task, "refused").inc()
+        log.error("task %s: %s", task.task, exc)
+        raise ApiError(422, f"task {task.task!r}: {exc}; still serving {task.model_version}",
+                       slug="parity-failed") from None
+    except BackendUnavailable as exc:
+        raise ApiError(503, f"task {task.task!r}: cannot check the new version's serving parity: {exc}",
+                       headers={"Retry-After": "30"}) from None
+
+
 async def check_images(runtime: Runtime, task: TaskRuntime, drop_missing: bool) -> None:
     """409 when items cannot be re-embedded (no kept image) and the caller did not allow dropping them."""
     total, missing = await missing_images(task.store, image_keeper(runtime.settings, task.task))
@@ -160,6 +219,7 @@ async def start_upgrade(runtime: Runtime, task: TaskRuntime, version: int | None
     if info.version == task.info.version:
         raise ApiError(409, f"task {task.task!r} already serves {task.model_version}", slug="same-model-version")
     try:
+        await gate_upgrade(runtime, task, info)
         await check_images(runtime, task, drop_missing)
         if follower.upgrading:  # another request started one while this one checked
             raise ApiError(409, f"task {task.task!r}: an upgrade is running", slug="upgrade-running")
@@ -213,7 +273,8 @@ def adopt_new_model(runtime: Runtime, task: TaskRuntime) -> Callable[[SnapshotIn
         if follower is None or name != task.info.model_name or not version.isdigit():
             log.warning("task %s: ignoring a snapshot of model %s", task.task, snapshot.model_version)
             return
-        await runtime.backend.load_version(task.task, int(version))  # raises: the follower retries later
+        info = await runtime.backend.load_version(task.task, int(version))  # raises: the follower retries later
+        await parity_gate(runtime, task.task, info)  # a drifting version is never adopted (retried, reported)
         reembed = Reembedder(image_keeper(runtime.settings, task.task), embed_with_version(runtime, task.task),
                              snapshot.model_version)
         await follower.adopt_model(snapshot, reembed=reembed)
