@@ -32,7 +32,10 @@ class RateLimitSettings(BaseModel):
 
 
 class TritonSettings(BaseModel):
-    url: str = "127.0.0.1:8001"  # host:port (gRPC) or host:port of the HTTP endpoint
+    # host:port (gRPC) or host:port of the HTTP endpoint; several comma-separated, each name resolved to every
+    # address it has (a headless Service: every pod) and called round-robin (service/inference/endpoints.py)
+    url: str = "127.0.0.1:8001"
+    resolve_interval_s: float = Field(30.0, ge=0.0)  # re-resolve the names this often (0: only at start)
     protocol: Literal["grpc", "http"] = "grpc"
     timeout_s: float = 10.0
     retries: int = 2

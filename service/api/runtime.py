@@ -124,7 +124,7 @@ def make_backend(settings: Settings, metrics: GatewayMetrics) -> InferenceBacken
         t = settings.triton
         return TritonBackend(settings.repository, t.url, protocol=t.protocol, tasks=settings.tasks,
                              timeout_s=t.timeout_s, retries=t.retries, backoff_s=t.backoff_s,
-                             load_models=t.load_models)
+                             load_models=t.load_models, resolve_interval_s=t.resolve_interval_s)
     from service.inference.embedded import EmbeddedBackend
 
     e = settings.embedded

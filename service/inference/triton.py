@@ -6,6 +6,10 @@ agree. The server runs with explicit model control: `start` checks each model ve
 `load_models=True`, asks the server to load it; a model that vanishes later (server restart) is checked
 again on the next call.
 
+Spreading: `url` may name several servers (`a:8001,b:8001`) and each name may resolve to several addresses
+(a Kubernetes headless Service: one per ready pod); `service.inference.endpoints.EndpointPool` keeps one client
+per address, round-robin, re-resolved every `resolve_interval_s`. A retried call goes to the next endpoint.
+
 Failure policy, so a gateway never hangs on a dead server:
 - every call is bounded by `timeout_s` (client deadline and an asyncio timeout around it);
 - only UNAVAILABLE / connection errors are retried, `retries` times, with exponential backoff from
@@ -32,6 +36,7 @@ from tritonclient.utils import InferenceServerException
 from model_store.model_config import CONFIG_FILE, read_config
 from service.inference.base import InferenceBackend, ModelInfo, check_pixels
 from service.inference.embedded import chunks
+from service.inference.endpoints import EndpointPool
 from service.inference.errors import BackendUnavailable, InferenceError, Overloaded
 from service.inference.repository import RepositoryEntry, load_repository, version_entry
 
@@ -116,6 +121,7 @@ class TritonBackend(InferenceBackend):
         load_models: bool = False,
         require_ready: bool = False,
         verify_hash: bool = True,
+        resolve_interval_s: float = 30.0,
     ) -> None:
         if protocol not in ("grpc", "http"):
             raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
@@ -134,17 +140,18 @@ class TritonBackend(InferenceBackend):
         self.load_models = load_models
         self.require_ready = require_ready
         self.verify_hash = verify_hash
+        self.resolve_interval_s = resolve_interval_s  # re-resolve the endpoints this often (0: only at start)
         self._entries: dict[str, RepositoryEntry] = {}  # task → the served version
         self._models: dict[str, ModelInfo] = {}
         self._loaded: dict[str, dict[int, tuple[ModelInfo, RepositoryEntry]]] = {}  # task → version → …
         self._batch_sizes: dict[tuple[str, int], int] = {}  # (task, version) → the server's max_batch_size
         self._prepare_locks: dict[tuple[str, int], asyncio.Lock] = {}  # one readiness check / load at a time
-        self._client: Client | None = None
+        self._pool: EndpointPool[Client] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._client is not None:
+        if self._pool is not None:
             return
         if not self._entries:
             self._entries = await asyncio.to_thread(
@@ -153,7 +160,10 @@ class TritonBackend(InferenceBackend):
             )
             self._loaded = {t: {e.version: (ModelInfo.from_manifest(e.manifest), e)} for t, e in self._entries.items()}
             self._models = {t: self._loaded[t][e.version][0] for t, e in self._entries.items()}
-        self._client = self._make_client()
+        pool: EndpointPool[Client] = EndpointPool(self.url, self._make_client, self._close_client,
+                                                  refresh_s=self.resolve_interval_s)
+        await pool.refresh()
+        self._pool = pool
         for task, entry in self._entries.items():
             try:
                 await self._prepare(task, entry)
@@ -162,24 +172,34 @@ class TritonBackend(InferenceBackend):
                     raise
                 log.warning("triton at %s not ready for task %s yet (will retry on use): %s", self.url, task, exc)
 
-    def _make_client(self) -> Client:
+    def _make_client(self, endpoint: str) -> Client:
         if self.protocol == "grpc":
-            return grpcclient.InferenceServerClient(self.url, channel_args=_GRPC_CHANNEL_ARGS)
-        return httpclient.InferenceServerClient(self.url, conn_timeout=self.timeout_s)
+            return grpcclient.InferenceServerClient(endpoint, channel_args=_GRPC_CHANNEL_ARGS)
+        return httpclient.InferenceServerClient(endpoint, conn_timeout=self.timeout_s)
+
+    @staticmethod
+    async def _close_client(client: Client) -> None:
+        await client.close()
 
     async def close(self) -> None:
-        client, self._client = self._client, None
+        pool, self._pool = self._pool, None
         self._batch_sizes.clear()
-        if client is not None:
-            await client.close()
+        if pool is not None:
+            await pool.close()
 
     # -- the interface -----------------------------------------------------------------------------
 
     async def health(self) -> bool:
-        """Server ready and every served model version ready (one attempt each, bounded by timeout_s)."""
-        if self._client is None or not self._entries:
+        """Some server ready with every served model version ready (one attempt each, bounded by timeout_s)."""
+        if self._pool is None or not self._entries:
             return False
-        client = self._client
+        await self._pool.maybe_refresh()
+        for client in self._pool.all():
+            if await self._client_healthy(client):
+                return True
+        return False
+
+    async def _client_healthy(self, client: Client) -> bool:
         try:
             if not await asyncio.wait_for(client.is_server_ready(), self.timeout_s):
                 return False
@@ -201,7 +221,7 @@ class TritonBackend(InferenceBackend):
         return min(sizes, default=1)
 
     async def embed(self, task: str, pixels: np.ndarray, *, version: int | None = None) -> np.ndarray:
-        if self._client is None:
+        if self._pool is None:
             raise BackendUnavailable("the triton backend is not started, or closed")
         info = self.model(task, version)
         entry = self._loaded[task][info.version][1]
@@ -312,9 +332,11 @@ class TritonBackend(InferenceBackend):
     async def _call(self, what: str, call: Callable[[Client], Awaitable[T]]) -> T:
         """One server call with the timeout, retry and error-typing policy of this module."""
         for attempt in range(self.retries + 1):
-            client = self._client
-            if client is None:
+            pool = self._pool
+            if pool is None:
                 raise BackendUnavailable("the triton backend is closed")
+            await pool.maybe_refresh()
+            client = pool.next()  # round-robin: a retry goes to the next endpoint
             try:
                 return await asyncio.wait_for(call(client), self.timeout_s)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a typed error below
