@@ -41,6 +41,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     grad_checkpointing: bool = False
+    amp: bool = True  # fp16 autocast + GradScaler on CUDA (ignored on CPU); false: fp32 (bench/gpu.sh compares)
     augment: bool = True
     init_from: str | None = None  # a timm / DeiT ViT checkpoint (.pth / .safetensors) to start from (pretrained.py)
     # "cache": decode each training split into memory once (small sets); "stream": read every batch from the

@@ -148,7 +148,8 @@ class Trainer:
         self.loss_weights = task_loss_weights(specs, cfg.loss_balance)
         self.optimizer = torch.optim.SGD(build_param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=True)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.streams = {
             t: make_task_stream(cfg.data_loader, data[t].train, size=self.arch.img_size,
                                 batch_size=cfg.batch_per_task, k=cfg.instances_per_id,
@@ -230,7 +231,7 @@ class Trainer:
         for i, kind in enumerate(self.cfg.sandwich):
             cfg = config_for_step(self.model, kind, self.cfg.seed, self.step, i)
             with dist.no_sync_unless(self.wrapped, last=i == n - 1), torch.autocast(
-                    self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
+                    self.device.type, dtype=torch.float16, enabled=self.amp):
                 losses, logits = self.wrapped(images, labels, segments, cfg, None if kind == "max" else teacher)
                 total = sum(self.loss_weights[t] * v for t, v in losses.items()) / divisor
             self.scaler.scale(total).backward()
