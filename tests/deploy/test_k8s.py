@@ -357,6 +357,9 @@ def test_settings_names_and_values_agree_with_service_config(overlay, monkeypatc
             assert settings.auth_required and settings.api_keys_file, f"{name}: gateway must read API keys"
     triton_service = find(objs, "Service", config["UFO_TRITON__URL"].split(":")[0])
     assert int(config["UFO_TRITON__URL"].split(":")[1]) in [p["port"] for p in triton_service["spec"]["ports"]]
+    # headless: the name resolves to every Triton pod, which the client spreads its calls over
+    assert triton_service["spec"].get("clusterIP") == "None", f"{name}: {triton_service['metadata']['name']} headless"
+    assert triton_service["spec"]["selector"].get(COMPONENT) == "triton", f"{name}: the headless Service selects Triton"
     redis_host = config["UFO_STORE_URL"].split("//")[1].split(":")[0]
     find(objs, "Service", redis_host)
 
