@@ -81,14 +81,14 @@ def _as_uint8(array: Any) -> Any:
 
 
 def array_png(array: Any) -> bytes:
-    """An (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array as an 8-bit PNG file."""
+    """An (H, W) or (H, W, C) array, C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA, as an 8-bit PNG file."""
     import numpy as np
 
     a = _as_uint8(array)
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3 or a.shape[2] not in PNG_COLOUR_TYPES or a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {a.shape}")
+        raise ValueError(f"an image array must be (H, W), (H, W, 1|2|3|4); got shape {a.shape}")
     height, width, channels = a.shape
     rows = np.zeros((height, 1 + width * channels), dtype=np.uint8)  # filter byte 0 (None) before each row
     rows[:, 1:] = a.reshape(height, -1)
