@@ -170,7 +170,7 @@ class RedisStore:
         """Connect (binary replies) and check the server answers."""
         client = aioredis.Redis.from_url(
             url, decode_responses=False, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2))
+            retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1))  # one quick retry: a stale pooled connection
         try:
             await client.ping()
         except redis_errors.RedisError as exc:
