@@ -1,22 +1,25 @@
 """Retries on 503/429 with Retry-After, bounded.
 
+A real gateway with a per-key rate limit answers 429 + Retry-After, which the client waits out and retries.
 The gateway offers no cheap way to answer 503 on demand here (its 503s need a dead Triton worker or store),
-so an httpx.MockTransport stands in front of the real gateway: it answers 503 (or 429) a set number of times,
-then passes the request on to the real server. The waits are recorded by replacing the sleep function, so no
-assertion depends on timing.
+so for 503 an httpx.MockTransport stands in front of the real gateway: it answers 503 (or 429) a set number
+of times, then passes the request on to the real server. The waits are recorded by replacing the client's
+sleep function, so no assertion depends on timing.
 """
 
 from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import anyio
 import httpx
 import pytest
 
-from tests.service.api.conftest import LiveServer
+from tests.service.api.conftest import LiveServer, start_server
 from ufo_client import AsyncUFOClient, RetryPolicy, ServiceUnavailable, TooManyRequests, UFOClient
 from ufo_client import client as client_module
 from ufo_client.retry import retry_after_s
@@ -57,6 +60,36 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     waits: list[float] = []
     monkeypatch.setattr(client_module, "time", SimpleNamespace(sleep=waits.append))  # only the client's sleep
     return waits
+
+
+@pytest.fixture(scope="module")
+def limited(client_repo: Path, keys: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[LiveServer]:
+    """A gateway allowing each key 1 request at once, refilled at 2 per second."""
+    server = start_server(client_repo, tmp_path_factory.mktemp("limited"), api_keys=keys["records"],
+                          rate_limit__requests_per_s="2", rate_limit__burst="1")
+    yield server
+    server.stop()
+
+
+def test_a_real_429_is_waited_out_then_answered(limited: LiveServer, keys: dict[str, str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)  # really wait: the server's bucket refills meanwhile
+
+    monkeypatch.setattr(client_module, "time", SimpleNamespace(sleep=sleep))
+    with UFOClient(limited.url, api_key=keys["read"]) as client:
+        answers = [client.tasks() for _ in range(3)]  # the 2nd and 3rd come after at least one 429
+    assert all(len(tasks) == 2 for tasks in answers)
+    assert len(waits) >= 2 and set(waits) == {1.0}  # Retry-After: 1, as the server said
+    with UFOClient(limited.url, api_key=keys["read"], retry=RetryPolicy(max_retries=0)) as client, \
+            pytest.raises(TooManyRequests) as refused:
+        client.tasks()
+        client.tasks()
+    assert refused.value.retry_after == 1.0 and refused.value.status == 429
 
 
 def test_503_is_retried_after_retry_after_then_answered_by_the_server(live: LiveServer, keys: dict[str, str],
