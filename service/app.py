@@ -7,6 +7,7 @@ or `uvicorn --factory service.app:create_app`.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from service.api.routes import ui as ui_routes
 from service.api.runtime import start_runtime, stop_runtime
 from service.api.schemas import BODY_MODELS, Problem
 from service.api.seed import enroll_configured
-from service.config import Settings
+from service.config import Limits, Settings
 from service.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -69,23 +70,47 @@ def route_labels(app: FastAPI, scope: Scope) -> tuple[str, str]:
     return template, task
 
 
+def keys_enforced(settings: Settings) -> bool:
+    """Whether requests need an API key: the rule `start_runtime` builds the key ring with."""
+    return settings.auth_required or bool(settings.api_keys or settings.api_keys_file)
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus the body models the routes reference by name (they parse bodies themselves)."""
+    """FastAPI's schema plus the body models the routes reference by name (they parse bodies themselves),
+    with what this server enforces: its limits, and security only where it requires keys."""
     if app.openapi_schema:
         return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    settings: Settings = app.state.settings
+    schema = copy.deepcopy(  # the routes' form schemas are module constants: this app's limits go on a copy
+        get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes))
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for model in (*BODY_MODELS, Problem):
         spec = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(spec.pop("$defs", {}))
         components[model.__name__] = spec
-    schema["components"]["securitySchemes"] = SECURITY_SCHEMES
-    for path, operations in schema["paths"].items():
-        if path.startswith("/v1/"):  # every /v1 operation needs a key with some scope, when keys are enforced
-            for operation in operations.values():
-                operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+    document_limits(components, schema["paths"], settings.limits)
+    if keys_enforced(settings):  # a loopback server without keys lets every request through: no security then
+        schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+        for path, operations in schema["paths"].items():
+            if path.startswith("/v1/"):  # every /v1 operation needs a key with some scope
+                for operation in operations.values():
+                    operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
     app.openapi_schema = schema
     return schema
+
+
+def document_limits(components: dict[str, Any], paths: dict[str, Any], limits: Limits) -> None:
+    """The request limits of these settings, as JSON Schema bounds of the bodies (JSON and multipart)."""
+    forms = [content["multipart/form-data"]["schema"] for operations in paths.values()
+             for operation in operations.values()
+             if "multipart/form-data" in (content := operation.get("requestBody", {}).get("content", {}))]
+    for body in [components["SearchRequest"], *forms]:
+        if "k" in body["properties"]:
+            body["properties"]["k"]["maximum"] = limits.max_k
+    for body in [components["EmbedRequest"], *forms]:
+        if "images" in body["properties"]:
+            body["properties"]["images"]["maxItems"] = limits.max_images_per_request
+    components["EnrollBatch"]["properties"]["items"]["maxItems"] = limits.max_items_per_request
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

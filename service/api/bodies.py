@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from service.api.errors import ApiError, describe_validation, invalid
-from service.api.schemas import EmbedRequest, EnrollBatch, EnrollItem, SearchRequest, VerifyRequest
+from service.api.schemas import ID_PATTERN, EmbedRequest, EnrollBatch, EnrollItem, SearchRequest, VerifyRequest
 from service.config import Limits
 
 M = TypeVar("M", bound=BaseModel)
@@ -188,18 +188,21 @@ async def read_verify(request: Request, limits: Limits) -> tuple[bytes, bytes]:
 # -- OpenAPI ---------------------------------------------------------------------------------------
 
 _FILE = {"type": "string", "format": "binary"}
+_ONE_SOURCE = [{"required": ["image"]}, {"required": ["embedding"]}]  # exactly one (EnrollItem/SearchRequest)
+# Structured fields travel as JSON text parts (`encoding` says so); `_JSON_FIELDS` parses them.
+_EMBEDDING = {"type": "array", "items": {"type": "number"}, "minItems": 1, "description": "JSON array of numbers"}
+_OBJECT = {"type": "object", "description": "JSON object"}
 FORMS: dict[str, dict[str, Any]] = {
-    "EmbedRequest": {"type": "object", "required": ["images"],
+    "EmbedRequest": {"type": "object", "additionalProperties": False, "required": ["images"],
                      "properties": {"images": {"type": "array", "items": _FILE, "minItems": 1}}},
-    "EnrollItem": {"type": "object", "required": ["id"], "properties": {
-        "id": {"type": "string", "minLength": 1, "maxLength": 512}, "image": _FILE,
-        "embedding": {"type": "string", "description": "JSON array of numbers"},
-        "metadata": {"type": "string", "description": "JSON object"}}},
-    "SearchRequest": {"type": "object", "properties": {
-        "image": _FILE, "embedding": {"type": "string", "description": "JSON array of numbers"},
-        "k": {"type": "integer", "minimum": 1, "default": 10},
-        "filter": {"type": "string", "description": "JSON object"}, "min_score": {"type": "number"}}},
-    "VerifyRequest": {"type": "object", "required": ["image_a", "image_b"],
+    "EnrollItem": {"type": "object", "additionalProperties": False, "required": ["id"], "oneOf": _ONE_SOURCE,
+                   "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": ID_PATTERN}, "image": _FILE,
+        "embedding": _EMBEDDING, "metadata": _OBJECT}},
+    "SearchRequest": {"type": "object", "additionalProperties": False, "oneOf": _ONE_SOURCE, "properties": {
+        "image": _FILE, "embedding": _EMBEDDING, "k": {"type": "integer", "minimum": 1, "default": 10},
+        "filter": _OBJECT, "min_score": {"type": "number"}}},
+    "VerifyRequest": {"type": "object", "additionalProperties": False, "required": ["image_a", "image_b"],
                       "properties": {"image_a": _FILE, "image_b": _FILE}},
 }
 
@@ -214,5 +217,7 @@ def openapi_body(*json_models: type[BaseModel], form: str | None = None) -> dict
     schema = _ref(names[0]) if len(names) == 1 else {"oneOf": [_ref(n) for n in names]}
     content: dict[str, Any] = {"application/json": {"schema": schema}}
     if form is not None:
-        content["multipart/form-data"] = {"schema": FORMS[form]}
+        schema = FORMS[form]
+        encoding = {name: {"contentType": "application/json"} for name in _JSON_FIELDS if name in schema["properties"]}
+        content["multipart/form-data"] = {"schema": schema, **({"encoding": encoding} if encoding else {})}
     return {"requestBody": {"required": True, "content": content}}

@@ -19,9 +19,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.index.errors import DimensionError, ModelVersionError
-from service.inference.errors import InferenceServiceError
+from service.inference.errors import InferenceServiceError, InvalidImage
 from service.store.base import StoreError
 from service.store.redis_store import store_error as redis_store_error
 
@@ -53,9 +54,9 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-def invalid(detail: str) -> ApiError:
+def invalid(detail: str, *, slug: str | None = None) -> ApiError:
     """422: the request is well-formed but says something we cannot use."""
-    return ApiError(422, detail)
+    return ApiError(422, detail, slug=slug)
 
 
 def problem(status: int, detail: str, *, slug: str | None = None, instance: str | None = None,
@@ -100,7 +101,10 @@ def to_problem(exc: BaseException, path: str) -> JSONResponse:
         status = exc.http_status
         if status >= 500 and status != 503:
             return internal_error(exc, path)
-        return problem(status, str(exc), instance=path, headers=retry_headers(getattr(exc, "retry_after_s", None)))
+        # an image that matches the API schema yet does not decode: a type of its own, as JSON Schema cannot say it
+        slug = "invalid-image" if isinstance(exc, InvalidImage) else None
+        return problem(status, str(exc), slug=slug, instance=path,
+                       headers=retry_headers(getattr(exc, "retry_after_s", None)))
     if isinstance(exc, DimensionError):
         return problem(422, str(exc), slug="invalid-embedding", instance=path)
     if isinstance(exc, ModelVersionError):
@@ -131,6 +135,13 @@ def internal_error(exc: BaseException, path: str) -> JSONResponse:
     return problem(500, f"internal error (id {error_id}); the server logged the details", instance=path)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route answers at the request's path (GET and DELETE of one item are two routes)."""
+    routes = request.app.router.routes
+    return [method for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping for every exception type the app can raise."""
 
@@ -144,7 +155,10 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "error")
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}"
-        return problem(exc.status_code, detail, instance=request.url.path, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first route of the path; list every route's
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem(exc.status_code, detail, instance=request.url.path, headers=headers)
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

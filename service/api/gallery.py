@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,7 @@ def check_id(item_id: str) -> str:
     if not item_id or len(item_id) > MAX_ID_LENGTH:
         raise invalid(f"item ids are 1..{MAX_ID_LENGTH} characters, got {len(item_id)}")
     check_text(item_id, "id")
-    if not item_id.isprintable():
+    if any(unicodedata.category(c) == "Cc" for c in item_id):  # schemas.ID_PATTERN says the same
         raise invalid(f"item id {item_id!r} holds control characters")
     return item_id
 
@@ -62,13 +63,15 @@ def check_metadata(metadata: dict[str, Any], max_bytes: int, where: str = "metad
 def check_embedding(values: Sequence[float], dim: int, where: str) -> np.ndarray:
     """float32 [dim], finite, non-zero, L2-normalised — or 422 naming what is wrong."""
     vector = np.asarray(values, dtype=np.float64)
+    slug = "invalid-embedding"  # valid by the API schema, which cannot know the task's dimension
     if vector.ndim != 1 or len(vector) != dim:
-        raise invalid(f"{where} has {len(vector)} dimensions; this task's model produces {dim}")
+        raise invalid(f"{where} has {len(vector)} dimensions; this task's model produces {dim}", slug=slug)
     if not np.isfinite(vector).all():
-        raise invalid(f"{where} holds NaN or Infinity at position {int(np.flatnonzero(~np.isfinite(vector))[0])}")
+        position = int(np.flatnonzero(~np.isfinite(vector))[0])
+        raise invalid(f"{where} holds NaN or Infinity at position {position}", slug=slug)
     norm = float(np.linalg.norm(vector))
     if norm == 0.0 or not math.isfinite(norm):
-        raise invalid(f"{where} has norm {norm}: it cannot be normalised")
+        raise invalid(f"{where} has norm {norm}: it cannot be normalised", slug=slug)
     return (vector / norm).astype(np.float32)
 
 

@@ -6,6 +6,7 @@ names (files for images, JSON text for `metadata`, `filter` and `embedding`): se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -14,22 +15,44 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 EXAMPLE_IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAEElEQVR4nGNsYIAAJgaKGAAmCACQXTClHgAAAABJRU5ErkJggg=="
 MAX_ID_LENGTH = 512
 
-ItemId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, examples=["s29_0001"],
-                              description="client-chosen string id (the upsert key)")]
 Metadata = Annotated[dict[str, Any], Field(description="a JSON object stored with the item; filterable by equality",
                                            examples=[{"person": "s29", "camera": "door-2"}])]
 Embedding = Annotated[list[float], Field(min_length=1, description="an embedding instead of an image: the task's "
                                          "dimension, finite values (normalised by the server)")]
-Image = Annotated[str, Field(min_length=1, description="base64 image (JPEG, PNG, WebP, BMP, GIF, TIFF, PGM)",
-                             examples=[EXAMPLE_IMAGE])]
+# What `bodies.decode_base64` accepts: strict padded base64 of at least one byte, after an optional
+# `data:...,` prefix. Only documented (the server's own check keeps its error messages); tests check the two agree.
+BASE64_PATTERN = (r"^(data:[^,]*,)?(([A-Za-z0-9+/]{4})+([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+                  r"|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$")
+# What `gallery.check_id` accepts: no control characters (Unicode category Cc), written as the characters
+# themselves (JSON escapes them) since generators read `\u` escapes in patterns differently. (It also refuses
+# lone surrogates, which JSON text cannot carry interoperably and JSON Schema does not describe.)
+ID_PATTERN = "^[^\x00-\x1f\x7f-\x9f]+$"
+Image = Annotated[str, Field(min_length=1, description="base64 image (JPEG, PNG, WebP, BMP, GIF, TIFF, PGM); a "
+                             "`data:<type>;base64,` prefix is allowed", examples=[EXAMPLE_IMAGE],
+                             json_schema_extra={"pattern": BASE64_PATTERN, "contentEncoding": "base64"})]
+
+ItemId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, examples=["s29_0001"],
+                              description="client-chosen string id (the upsert key), no control characters",
+                              json_schema_extra={"pattern": ID_PATTERN})]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def one_source(example: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Schema extras: "exactly one of `image` or `embedding`, not null" (what `_one_source` enforces), an example."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["oneOf"] = [{"required": [name], "properties": {name: {"type": kind}}}
+                           for name, kind in (("image", "string"), ("embedding", "array"))]
+        schema["examples"] = [example]
+
+    return extra
+
+
 class EmbedRequest(Strict):
-    images: list[str] = Field(min_length=1, description="base64 images (multipart: files named `images`)",
+    images: list[Image] = Field(min_length=1, description="base64 images (multipart: files named `images`)",
                               examples=[[EXAMPLE_IMAGE]])
 
 
@@ -40,8 +63,8 @@ class EmbedResponse(BaseModel):
 
 
 class EnrollItem(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"id": "s29_0001", "image": EXAMPLE_IMAGE, "metadata": {"person": "s29"}}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra=one_source(
+        {"id": "s29_0001", "image": EXAMPLE_IMAGE, "metadata": {"person": "s29"}}))
 
     id: ItemId
     image: Image | None = None
@@ -80,8 +103,8 @@ class ItemOut(BaseModel):
 
 
 class SearchRequest(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"image": EXAMPLE_IMAGE, "k": 5, "filter": {"person": "s29"}, "min_score": 0.3}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra=one_source(
+        {"image": EXAMPLE_IMAGE, "k": 5, "filter": {"person": "s29"}, "min_score": 0.3}))
 
     image: Image | None = None
     embedding: Embedding | None = None
@@ -112,8 +135,8 @@ class SearchResponse(BaseModel):
 
 
 class VerifyRequest(Strict):
-    image_a: str = Field(min_length=1, description="base64 image", examples=[EXAMPLE_IMAGE])
-    image_b: str = Field(min_length=1, description="base64 image", examples=[EXAMPLE_IMAGE])
+    image_a: Image
+    image_b: Image
 
 
 class VerifyResponse(BaseModel):

@@ -9,14 +9,14 @@ from fastapi import APIRouter, Path, Query, Response
 from service.api import gallery
 from service.api.bodies import openapi_body
 from service.api.deps import EnrollBody, ReadScope, RuntimeDep, TaskDep, WriteScope
-from service.api.routes.responses import COMMON, INFERENCE, problems
+from service.api.routes.responses import BODY, COMMON, INFERENCE, problems
 from service.api.schemas import EnrollBatch, EnrollItem, EnrollResponse, ItemOut
 
 router = APIRouter(prefix="/v1/tasks/{task}/items", tags=["gallery"])
 ItemId = Annotated[str, Path(description="the item's id (may hold '/')", examples=["s29/s29_0001.pgm"])]
 
 
-@router.post("", response_model=EnrollResponse, dependencies=[WriteScope], responses=problems(*INFERENCE, 409),
+@router.post("", response_model=EnrollResponse, dependencies=[WriteScope], responses=problems(*INFERENCE, *BODY, 409),
              openapi_extra=openapi_body(EnrollItem, EnrollBatch, form="EnrollItem"))
 async def enroll_items(runtime: RuntimeDep, task: TaskDep, items: EnrollBody) -> EnrollResponse:
     """Upsert one item (`{"id", "image" | "embedding", "metadata"}`) or many (`{"items": [...]}`).

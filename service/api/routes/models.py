@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body
 
 from service.api import upgrades
 from service.api.deps import AdminScope, ReadScope, RuntimeDep, TaskDep
-from service.api.routes.responses import COMMON, problems
+from service.api.routes.responses import BODY, COMMON, problems
 from service.api.runtime import Runtime, TaskRuntime
 from service.api.schemas import ModelStatus, UpgradeRequest
 
@@ -30,7 +30,7 @@ async def get_model(runtime: RuntimeDep, task: TaskDep) -> ModelStatus:
 
 
 @router.post("/upgrade", response_model=ModelStatus, status_code=202, dependencies=[AdminScope],
-             responses=problems(*COMMON, 409))
+             responses=problems(*COMMON, *BODY, 409))
 async def upgrade_model(runtime: RuntimeDep, task: TaskDep,
                         request: UpgradeRequest | None = Body(default=None)) -> ModelStatus:
     """Start re-embedding the gallery with another version of the task's model (default: the repository's

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 _DESCRIPTIONS = {
-    401: "no API key, or an unknown one", 403: "the key lacks the scope", 404: "unknown task or item",
+    400: "malformed request body (e.g. a broken multipart form)", 401: "no API key, or an unknown one",
+    403: "the key lacks the scope", 404: "unknown task or item",
     409: "conflict (model version, missing threshold, rebuild running)", 413: "request body too large",
     415: "unsupported content type", 422: "invalid input: the detail says what was wrong",
     429: "inference queue full: retry after Retry-After", 503: "backend or index unavailable: retry after Retry-After",
@@ -22,3 +23,4 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 COMMON = (401, 403, 404, 413, 415, 422, 503, 504)
 INFERENCE = (*COMMON, 429)
+BODY = (400,)  # routes that parse a JSON or multipart body themselves (service/api/bodies.py)

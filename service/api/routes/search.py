@@ -7,14 +7,14 @@ from fastapi import APIRouter
 from service.api import gallery
 from service.api.bodies import openapi_body
 from service.api.deps import ReadScope, RuntimeDep, SearchBody, TaskDep
-from service.api.routes.responses import INFERENCE, problems
+from service.api.routes.responses import BODY, INFERENCE, problems
 from service.api.runtime import model_version_of
 from service.api.schemas import Hit, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/tasks/{task}", tags=["gallery"], dependencies=[ReadScope])
 
 
-@router.post("/search", response_model=SearchResponse, responses=problems(*INFERENCE, 409),
+@router.post("/search", response_model=SearchResponse, responses=problems(*INFERENCE, *BODY, 409),
              openapi_extra=openapi_body(SearchRequest, form="SearchRequest"))
 async def search_gallery(runtime: RuntimeDep, task: TaskDep, query: SearchBody) -> SearchResponse:
     """Top-k items by cosine similarity, with an optional metadata equality filter and minimum score.

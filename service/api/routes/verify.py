@@ -7,13 +7,13 @@ from fastapi import APIRouter
 from service.api import gallery
 from service.api.bodies import openapi_body
 from service.api.deps import ReadScope, RuntimeDep, TaskDep, VerifyBody
-from service.api.routes.responses import INFERENCE, problems
+from service.api.routes.responses import BODY, INFERENCE, problems
 from service.api.schemas import VerifyRequest, VerifyResponse
 
 router = APIRouter(prefix="/v1/tasks/{task}", tags=["inference"], dependencies=[ReadScope])
 
 
-@router.post("/verify", response_model=VerifyResponse, responses=problems(*INFERENCE, 409),
+@router.post("/verify", response_model=VerifyResponse, responses=problems(*INFERENCE, *BODY, 409),
              openapi_extra=openapi_body(VerifyRequest, form="VerifyRequest"))
 async def verify_pair(runtime: RuntimeDep, task: TaskDep, images: VerifyBody) -> VerifyResponse:
     """Cosine similarity of two images and `same` at the threshold from the model's manifest."""
