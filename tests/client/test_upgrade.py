@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -74,7 +75,9 @@ def test_model_status_and_upgrade_both_ways(live: LiveServer, keys: dict[str, st
 async def test_concurrent_async_calls_share_one_client(live: LiveServer, keys: dict[str, str],
                                                        face: list[bytes]) -> None:
     async with AsyncUFOClient(live.url, api_key=keys["admin"]) as client:
-        await client.enroll_many("face", [{"id": f"concurrent-{n}", "image": image} for n, image in enumerate(face)],
-                                 batch_size=5)
-        results = await asyncio.gather(*(client.search("face", image=image, k=1) for image in face))
+        run = uuid.uuid4().hex  # other tests enrolled the same images: search only this test's items
+        await client.enroll_many("face", [{"id": f"concurrent-{n}", "image": image, "metadata": {"run": run}}
+                                          for n, image in enumerate(face)], batch_size=5)
+        results = await asyncio.gather(*(client.search("face", image=image, k=1, filter={"run": run})
+                                         for image in face))
         assert [r.hits[0].id for r in results] == [f"concurrent-{n}" for n in range(len(face))]
