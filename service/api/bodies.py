@@ -8,9 +8,9 @@ Multipart text fields holding structure (`metadata`, `filter`, `embedding`) are 
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,10 +20,19 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from service.api.errors import ApiError, describe_validation, invalid
-from service.api.schemas import ID_PATTERN, EmbedRequest, EnrollBatch, EnrollItem, SearchRequest, VerifyRequest
+from service.api.schemas import (
+    BASE64_PATTERN,
+    ID_PATTERN,
+    EmbedRequest,
+    EnrollBatch,
+    EnrollItem,
+    SearchRequest,
+    VerifyRequest,
+)
 from service.config import Limits
 
 M = TypeVar("M", bound=BaseModel)
+_BASE64 = re.compile(BASE64_PATTERN)
 _PLACEHOLDER = "file"  # stands in for an uploaded file while the form is validated as the JSON model
 _JSON_FIELDS = ("metadata", "filter", "embedding")
 
@@ -46,11 +55,15 @@ class SearchInput:
 
 
 def decode_base64(text: str, where: str) -> bytes:
-    """Strict base64 (a `data:...;base64,` prefix is allowed); 422 naming the field otherwise."""
-    if text.startswith("data:") and "," in text:
+    """Strict base64 of at least one byte (a `data:...,` prefix is allowed): exactly `schemas.BASE64_PATTERN`,
+    which the OpenAPI document publishes; 422 naming the field otherwise."""
+    if not _BASE64.fullmatch(text):
+        raise invalid(f"{where}: not valid base64 (the alphabet A-Z a-z 0-9 + /, whole groups of 4 characters, "
+                      "'=' padding only at the end)")
+    if text.startswith("data:"):
         text = text.split(",", 1)[1]
     try:
-        return base64.b64decode(text, validate=True)
+        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise invalid(f"{where}: not valid base64 ({exc})") from None
 
