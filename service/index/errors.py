@@ -18,3 +18,14 @@ class SnapshotError(RuntimeError):
 
 class TrainingSizeError(ValueError):
     """Too few vectors to train the index the factory string asks for."""
+
+
+class IndexUnavailable(RuntimeError):
+    """The index engine cannot be reached (a Milvus server down or too slow): the API answers 503 with
+    Retry-After and readiness turns false, as for a store outage."""
+
+    http_status = 503
+
+    def __init__(self, detail: str, *, retry_after_s: float = 2.0) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,144 @@
+"""The Milvus engine's catalog: one collection per task and model version, one alias per task naming the live one.
+
+`<prefix>_<task>__<version-slug>` holds a version's vectors; the alias `<prefix>_<task>` names the live
+collection. A model upgrade fills the new collection beside the live one, then `promote` moves the alias in
+one call (`alter_alias`): each search goes to exactly one collection, so an answer never mixes versions.
+The model version, dimension and change-log offset live in the collection's properties, so a gateway
+that restarts (or a new replica) reopens the live collection and catches up from the store after `offset`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+from service.index.milvus_engine import CONSISTENCY, ID_MAX_LENGTH, MilvusIndex, guarded
+from service.index.milvus_settings import MilvusSettings, is_lite
+
+log = logging.getLogger(__name__)
+PROP_VERSION, PROP_DIM, PROP_OFFSET = "ufo.model_version", "ufo.dim", "ufo.offset"
+
+
+def index_params(client, n_expected: int, flat_below: int, *, gpu: bool = False):  # noqa: ANN001, ANN201
+    """Exact (FLAT) below `flat_below` items, as the FAISS engine; HNSW above (GPU_CAGRA on GPU query nodes)."""
+    params = client.prepare_index_params()
+    if n_expected < flat_below:
+        params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+    elif gpu:
+        params.add_index(field_name="vector", index_type="GPU_CAGRA", metric_type="IP",
+                         params={"intermediate_graph_degree": 64, "graph_degree": 32})
+    else:
+        params.add_index(field_name="vector", index_type="HNSW", metric_type="IP",
+                         params={"M": 32, "efConstruction": 200})
+    return params
+
+
+class MilvusCatalog:
+    """`EngineCatalog` over a Milvus server or a Milvus Lite file (see module docstring)."""
+
+    name = "milvus"
+
+    def __init__(self, settings: MilvusSettings, *, flat_below: int = 50_000):
+        from pymilvus import MilvusClient
+
+        self.settings = settings
+        self.flat_below = flat_below
+        if is_lite(settings.uri):
+            Path(settings.uri).parent.mkdir(parents=True, exist_ok=True)
+        self.client = self._call("connect", lambda: MilvusClient(
+            settings.uri, token=settings.token or "", db_name=settings.db_name, timeout=settings.timeout_s))
+        self._live: dict[str, MilvusIndex] = {}
+
+    def _call(self, what, call):  # noqa: ANN001, ANN202
+        return guarded(call, what, self.settings.retry_after_s)
+
+    def alias(self, task: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", task):
+            raise ValueError(f"task names for the milvus engine are letters, digits and _, got {task!r}")
+        return f"{self.settings.collection_prefix}_{task}"
+
+    def collection(self, task: str, model_version: str) -> str:
+        readable = re.sub(r"[^A-Za-z0-9_]", "_", model_version)[:64]
+        digest = hashlib.sha256(model_version.encode()).hexdigest()[:8]
+        return f"{self.alias(task)}__{readable}_{digest}"
+
+    # -- the catalog ---------------------------------------------------------------------------
+
+    def open(self, task: str) -> MilvusIndex | None:
+        if task in self._live:
+            return self._live[task]
+        alias = self.alias(task)
+        aliases = self._call("list aliases", lambda: self.client.list_aliases()).get("aliases", [])
+        if alias not in aliases:
+            return None
+        name = self._call("describe alias", lambda: self.client.describe_alias(alias))["collection_name"]
+        index = self._index_of(name)
+        self._live[task] = index
+        return index
+
+    def _index_of(self, name: str) -> MilvusIndex:
+        props = self._call("describe", lambda: self.client.describe_collection(name)).get("properties", {})
+        self._call("load", lambda: self.client.load_collection(name))
+        return MilvusIndex(self.client, name, int(props[PROP_DIM]), props[PROP_VERSION],
+                           offset=int(props.get(PROP_OFFSET, 0)), retry_after_s=self.settings.retry_after_s)
+
+    def create(self, task: str, model_version: str, dim: int, *, n_expected: int = 0) -> MilvusIndex:
+        """A new empty collection for this version (one left by a failed upgrade is dropped first)."""
+        from pymilvus import DataType
+
+        if dim <= 0 or not model_version:
+            raise ValueError(f"need a positive dim and a model version, got {dim} / {model_version!r}")
+        name = self.collection(task, model_version)
+        live = self._live.get(task)
+        if live is not None and live.collection == name:
+            raise ValueError(f"{model_version!r} is already the live version of task {task!r}")
+        if self._call("has collection", lambda: self.client.has_collection(name)):
+            self._call("drop", lambda: self.client.drop_collection(name))
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_LENGTH)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("metadata", DataType.JSON)
+        props = {PROP_VERSION: model_version, PROP_DIM: str(dim), PROP_OFFSET: "0"}
+        params = index_params(self.client, n_expected, self.flat_below)
+        self._call("create", lambda: self.client.create_collection(
+            name, schema=schema, index_params=params, consistency_level=CONSISTENCY, properties=props))
+        return MilvusIndex(self.client, name, dim, model_version, retry_after_s=self.settings.retry_after_s)
+
+    def promote(self, task: str, engine: MilvusIndex) -> None:
+        """Point the task's alias at `engine`'s collection: one call, searches switch atomically."""
+        if not isinstance(engine, MilvusIndex):
+            raise TypeError(f"the milvus catalog promotes MilvusIndex, got {type(engine).__name__}")
+        self._persist_offset(engine)
+        alias = self.alias(task)
+        aliases = self._call("list aliases", lambda: self.client.list_aliases()).get("aliases", [])
+        if alias in aliases:
+            self._call("alter alias", lambda: self.client.alter_alias(engine.collection, alias))
+        else:
+            self._call("create alias", lambda: self.client.create_alias(engine.collection, alias))
+        self._live[task] = engine
+
+    def retired(self, task: str) -> list[str]:
+        """The task's collections the alias no longer names (drop them once no request can still use them)."""
+        live = self._live.get(task) or self.open(task)
+        prefix = self.alias(task) + "__"
+        names = self._call("list", lambda: self.client.list_collections())
+        return [n for n in names if n.startswith(prefix) and (live is None or n != live.collection)]
+
+    def checkpoint(self, task: str) -> None:
+        index = self._live.get(task)
+        if index is not None:
+            self._persist_offset(index)
+
+    def _persist_offset(self, index: MilvusIndex) -> None:
+        self._call("set offset", lambda: self.client.alter_collection_properties(
+            index.collection, properties={PROP_OFFSET: str(index.offset)}))
+
+    def close(self) -> None:
+        try:
+            for task in list(self._live):
+                self.checkpoint(task)
+        finally:
+            self._live.clear()
+            self.client.close()
