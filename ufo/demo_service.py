@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from ufo.data.types import Sample
-from ufo.tasks import TASKS
+from ufo.tasks import TASKS, get_task
 
 CHUNK = 64  # items per batch-enroll request
 
@@ -31,12 +31,13 @@ def gallery_and_queries(task: str, data_root: Path) -> tuple[list[Sample], list[
     from ufo.data.splits import load_task_data
 
     test = load_task_data(task, data_root).test
-    if task in ("person", "vehicle"):
+    protocol = get_task(task).protocol
+    if protocol == "reid":
         return list(test.gallery), list(test.query)
     first: dict[int, Sample] = {}
     for s in test.query:
         first.setdefault(s.label, s)
-    if task == "face":  # images 1-5 of each person enrolled, 6-10 held out
+    if protocol == "verification":  # face photos 1-5 of each person enrolled, 6-10 held out
         enrolled = [s for s in test.query if image_number(s) <= 5]
         return enrolled, [s for s in test.query if image_number(s) > 5]
     enrolled = list(first.values())
@@ -54,7 +55,7 @@ def item_id(task: str, sample: Sample, data_root: Path) -> str:
 
 
 def identity_of(task: str, sample: Sample) -> str:
-    return Path(sample.path).parent.name if task == "face" else str(sample.label)
+    return Path(sample.path).parent.name if get_task(task).protocol == "verification" else str(sample.label)
 
 
 def enroll_items(task: str, samples: list[Sample], data_root: Path) -> Iterator[dict]:

@@ -1,7 +1,8 @@
 import numpy as np
 
-from ufo.data.augment import AUGMENT_PRESETS, AugmentConfig, augment_batch
+from ufo.data.augment import AugmentConfig, augment_batch
 from ufo.data.images import normalize
+from ufo.tasks import TASK_SPECS
 
 
 def _pixels(batch: int = 4, height: int = 12, width: int = 8) -> np.ndarray:
@@ -31,7 +32,7 @@ def test_translation_pads_with_zeros_and_keeps_content():
 
 def test_presets_shapes_range_and_determinism():
     pixels = _pixels(batch=6)
-    for cfg in AUGMENT_PRESETS.values():
+    for cfg in (spec.augment for spec in TASK_SPECS.values()):
         a = augment_batch(pixels, cfg, np.random.default_rng(5))
         b = augment_batch(pixels, cfg, np.random.default_rng(5))
         assert a.shape == (6, 3, 12, 8) and a.dtype == np.float32

@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from tests.data.trees import write_image
-from ufo.data.augment import AUGMENT_PRESETS
 from ufo.data.loader import LoaderStream, make_task_stream
 from ufo.data.sampling import TaskStream
 from ufo.data.types import DataError, Sample
+from ufo.tasks import TASK_SPECS
 from ufo.train.config import TrainConfig, get_train_config
 
 # Identities with 1 or 2 images repeat within a P x K batch (drawn with replacement), so batches hold duplicates.
 LABELS = [0] * 5 + [1] * 2 + [2] * 4 + [3] * 1 + [4] * 3 + [5] * 2
 SIZE = (12, 8)
-PERSON = AUGMENT_PRESETS["person"]
+PERSON = TASK_SPECS["person"].augment
 
 
 def _samples(tmp_path: Path) -> list[Sample]:

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from tests.data.trees import write_image
-from ufo.data.augment import AUGMENT_PRESETS
 from ufo.data.sampling import IdentitySampler, ShuffleSampler, TaskStream
 from ufo.data.types import Sample
+from ufo.tasks import TASK_SPECS
 
 LABELS = [0] * 5 + [1] * 2 + [2] * 4 + [3] * 1 + [4] * 6 + [5] * 3
 
@@ -71,7 +71,7 @@ def _samples(tmp_path: Path) -> list[Sample]:
 
 def test_task_stream_batches_and_resume(tmp_path: Path):
     samples = _samples(tmp_path)
-    stream = TaskStream(samples, (12, 8), batch_size=6, k=3, augment=AUGMENT_PRESETS["person"], seed=7)
+    stream = TaskStream(samples, (12, 8), batch_size=6, k=3, augment=TASK_SPECS["person"].augment, seed=7)
     images, labels = next(stream)
     assert images.shape == (6, 3, 12, 8) and images.dtype == torch.float32 and labels.dtype == torch.int64
     assert labels.view(2, 3).eq(labels.view(2, 3)[:, :1]).all()
@@ -79,7 +79,7 @@ def test_task_stream_batches_and_resume(tmp_path: Path):
     state = stream.state_dict()
     torch.save(state, tmp_path / "state.pt")
     want_images, want_labels = next(stream)
-    resumed = TaskStream(samples, (12, 8), batch_size=6, k=3, augment=AUGMENT_PRESETS["person"], seed=7)
+    resumed = TaskStream(samples, (12, 8), batch_size=6, k=3, augment=TASK_SPECS["person"].augment, seed=7)
     resumed.load_state_dict(torch.load(tmp_path / "state.pt"))
     got_images, got_labels = next(resumed)
     assert torch.equal(got_images, want_images) and torch.equal(got_labels, want_labels)

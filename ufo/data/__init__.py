@@ -19,7 +19,7 @@ _EXPORTS = {
     "read_msmt17": "readers_lists", "read_veri_lists": "readers_lists", "read_veri_labels": "readers_lists",
     "load_task_data": "splits",
     "load_image": "images", "preprocess": "images", "normalize": "images", "ImageCache": "images",
-    "AugmentConfig": "augment", "AUGMENT_PRESETS": "augment", "augment_batch": "augment",
+    "AugmentConfig": "augment", "augment_batch": "augment",
     "IdentitySampler": "sampling", "ShuffleSampler": "sampling", "TaskStream": "sampling",
     "LoaderStream": "loader", "make_task_stream": "loader",
     "build_demo": "demo",

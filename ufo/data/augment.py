@@ -36,16 +36,6 @@ class AugmentConfig:
         return self == AugmentConfig.off()
 
 
-# Per-task defaults. Re-id: flip + pad-and-crop + erasing, the strong-baseline recipe; faces: aligned crops,
-# so only small shifts and mild erasing; products: random-resized crop as in metric-learning practice.
-AUGMENT_PRESETS: dict[str, AugmentConfig] = {
-    "face": AugmentConfig(crop_scale=(0.85, 1.0), translate=0.05, brightness=0.2, contrast=0.2, erase_p=0.3),
-    "person": AugmentConfig(translate=0.08, brightness=0.2, contrast=0.15, erase_p=0.5),
-    "vehicle": AugmentConfig(translate=0.08, brightness=0.2, contrast=0.15, erase_p=0.5),
-    "product": AugmentConfig(
-        crop_scale=(0.6, 1.0), crop_ratio=(0.8, 1.25), translate=0.05, brightness=0.2, contrast=0.2, erase_p=0.25
-    ),
-}
 
 
 def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float], n: int) -> np.ndarray:

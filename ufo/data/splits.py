@@ -34,16 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ufo.data.readers import read_face_folders, read_face_pairs, read_sop
-from ufo.data.readers_lists import MARKET_LAYOUT, MSMT17_LAYOUT, VERI_LAYOUT, VERI_LISTS_LAYOUT, detect_reid_layout
 from ufo.data.types import DataError, EvalSet, Sample, TaskData
-from ufo.tasks import TASKS
+from ufo.tasks import get_task
 
 log = logging.getLogger(__name__)
-
-# per re-id task, its layouts in order of preference (a full VeRi release has both the lists and the folders)
-REID_LAYOUTS = {"person": (MARKET_LAYOUT, MSMT17_LAYOUT), "vehicle": (VERI_LISTS_LAYOUT, VERI_LAYOUT)}
-
 
 def group_by_label(samples: Sequence[Sample]) -> dict[int, list[Sample]]:
     groups: dict[int, list[Sample]] = defaultdict(list)
@@ -92,7 +86,7 @@ def make_face_pairs(
 
 
 def _eligible(task: str, samples: list[Sample]) -> bool:
-    if task in REID_LAYOUTS:
+    if get_task(task).protocol == "reid":
         return len({s.camera for s in samples}) >= 2
     return len(samples) >= 2
 
@@ -119,14 +113,15 @@ def build_val_set(task: str, held: dict[int, list[Sample]], seed: int) -> EvalSe
     """EvalSet over held-out identities, by the task's protocol (module docstring)."""
     rng = np.random.default_rng([seed, 1])  # a stream apart from the identity choice
     samples = [s for label in sorted(held) for s in held[label]]
-    if task in REID_LAYOUTS:
+    protocol = get_task(task).protocol
+    if protocol == "reid":
         query, gallery = [], []
         for label in sorted(held):
             q, g = split_query_gallery(held[label], rng)
             query += q
             gallery += g
         return EvalSet(query, gallery)
-    if task == "face":
+    if protocol == "verification":
         return EvalSet(samples, samples, make_face_pairs(samples, rng))
     return EvalSet(samples, samples)
 
@@ -138,20 +133,8 @@ def remap_labels(samples: Sequence[Sample]) -> tuple[list[Sample], int]:
 
 
 def read_task_splits(task: str, folder: Path) -> tuple[list[Sample], EvalSet]:
-    """(train samples with original labels, the dataset's own test EvalSet) from `folder`."""
-    if task in REID_LAYOUTS:
-        layout = detect_reid_layout(folder, REID_LAYOUTS[task], task)
-        log.info("%s: reading %s as %s", task, folder, layout.name)
-        read = layout.read
-        return read(folder, "train"), EvalSet(read(folder, "query"), read(folder, "gallery"))
-    if task == "product":
-        test = read_sop(folder, "test")
-        return read_sop(folder, "train"), EvalSet(test, test)
-    if task == "face":
-        test = read_face_folders(folder / "test")
-        pairs = read_face_pairs(folder / "test" / "pairs.txt", folder / "test")
-        return read_face_folders(folder / "train"), EvalSet(test, test, pairs)
-    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    """(train samples with original labels, the dataset's own test EvalSet) from `folder`, by the task's reader."""
+    return get_task(task).read_splits(folder)
 
 
 def load_task_data(task: str, root: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> TaskData:

@@ -10,7 +10,7 @@ from ufo.metrics.face import tar_at_far, verification_accuracy
 from ufo.metrics.face_gallery import face_gallery_metrics
 from ufo.metrics.product import recall_at_k
 from ufo.metrics.reid import evaluate_reid
-from ufo.tasks import TASK_SPECS, TASKS
+from ufo.tasks import get_task
 
 FACE_FARS: tuple[tuple[str, float], ...] = (("1e-3", 1e-3), ("1e-4", 1e-4))
 FACE_MAX_FOLDS = 10
@@ -19,31 +19,31 @@ FACE_MAX_FOLDS = 10
 def evaluate_embeddings(
     task: str, query_feats: np.ndarray, gallery_feats: np.ndarray, eval_set: EvalSet
 ) -> dict[str, float]:
-    """Metrics of `task` for embeddings of ``eval_set.query`` and ``eval_set.gallery`` (row i = sample i).
+    """Metrics of `task` for embeddings of ``eval_set.query`` and ``eval_set.gallery`` (row i = sample i),
+    by the task's protocol (`ufo.tasks`):
 
-    - person, vehicle: CMC/mAP of query x gallery under the Market-1501 protocol (`evaluate_reid`),
+    - reid (person, vehicle): CMC/mAP of query x gallery under the Market-1501 protocol (`evaluate_reid`),
       identities and cameras taken from the samples.
-    - product: Recall@1/10/100 with the query list as its own gallery (`recall_at_k` on
+    - recall (product): Recall@1/10/100 with the query list as its own gallery (`recall_at_k` on
       `query_feats`; `gallery_feats` is only checked against ``eval_set.gallery``).
-    - face: pair scores from ``eval_set.pairs`` (indices into the query list) →
+    - verification (face): pair scores from ``eval_set.pairs`` (indices into the query list) →
       ``verification_accuracy`` (10 folds, or one per pair when there are fewer than 10 pairs),
       ``verification_std``, ``threshold`` (best over all pairs), ``tar@far=1e-3``/``1e-4`` and
       their thresholds ``threshold@far=...`` (see `tar_at_far` for FARs too small for the data), and
       ``gallery_rank1``/``gallery_mAP``: enrolled photos vs other photos of the same people
       (`face_gallery_metrics`).
 
-    The key ``TASK_SPECS[task].metric`` is always present. Raises ValueError naming what is wrong.
+    The key ``get_task(task).metric`` is always present. Raises ValueError naming what is wrong.
     """
-    if task not in TASK_SPECS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    spec = get_task(task)
     query_feats = check_feats("query_feats", query_feats, len(eval_set.query))
     gallery_feats = check_feats("gallery_feats", gallery_feats, len(eval_set.gallery))
     dims = (query_feats.shape[1], gallery_feats.shape[1])
     if dims[0] != dims[1]:
         raise ValueError(f"query_feats and gallery_feats differ in dimension: {dims[0]} vs {dims[1]}")
-    if task == "face":
+    if spec.protocol == "verification":
         result = evaluate_face(query_feats, eval_set)
-    elif task == "product":
+    elif spec.protocol == "recall":
         result = recall_at_k(query_feats, labels_of(eval_set.query))
     else:
         result = evaluate_reid(
@@ -53,7 +53,7 @@ def evaluate_embeddings(
             cameras_of(eval_set.query),
             cameras_of(eval_set.gallery),
         )
-    assert TASK_SPECS[task].metric in result, f"{task} result lacks {TASK_SPECS[task].metric}"
+    assert spec.metric in result, f"{task} result lacks {spec.metric}"
     return result
 
 

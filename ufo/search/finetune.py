@@ -13,7 +13,7 @@ from torch import nn
 from ufo.data.types import Sample
 from ufo.model.layers import bnneck
 from ufo.model.static import StaticViT
-from ufo.tasks import TASK_SPECS, TaskSpec
+from ufo.tasks import TaskSpec, get_task
 from ufo.train.losses import batch_hard_triplet_loss, cosface_loss
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,6 @@ def finetune_subnet(subnet: StaticViT, classifier: torch.Tensor, task: str, trai
                     seed: int = 0) -> StaticViT:
     """A fine-tuned copy of `subnet`: the task's CosFace (+ triplet) losses, SGD with cosine decay, starting
     from the supernet's class weights sliced to the subnet's width."""
-    from ufo.data.augment import AUGMENT_PRESETS
     from ufo.data.sampling import TaskStream
 
     model = copy.deepcopy(subnet).train()
@@ -32,8 +31,8 @@ def finetune_subnet(subnet: StaticViT, classifier: torch.Tensor, task: str, trai
     params = [p for p in model.parameters() if p.requires_grad] + [weight]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     stream = TaskStream(train, size=model.arch.img_size, batch_size=batch_size, k=instances_per_id,
-                        augment=AUGMENT_PRESETS[task], seed=seed)
-    spec = spec or TASK_SPECS[task]  # the supernet's loss settings (TrainConfig.task_spec)
+                        augment=(spec or get_task(task)).augment, seed=seed)
+    spec = spec or get_task(task)  # the supernet's loss settings (TrainConfig.task_spec)
     torch.manual_seed(seed)
     for step in range(steps):
         for group in optimizer.param_groups:

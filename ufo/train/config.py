@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ufo.tasks import TASK_SPECS, TASKS, TaskSpec
+from ufo.tasks import TASK_SPECS, TASKS, TaskSpec, get_task
 
 LOSS_BALANCE_RULES = ("none", "cosface_scale", "cosface_scale_squared")  # ufo.train.trainer.task_loss_weights
 DATA_LOADERS = ("cache", "stream")  # the TaskStream kinds (ufo.data.loader.make_task_stream)
@@ -54,8 +54,8 @@ class TrainConfig:
             raise ValueError(f"loss_balance must be one of {', '.join(LOSS_BALANCE_RULES)}, got {self.loss_balance!r}")
         for task, changes in self.loss_overrides.items():
             allowed = {"cosface_scale", "cosface_margin", "use_triplet"}
-            if task not in TASKS or not isinstance(changes, dict) or set(changes) - allowed:
-                raise ValueError(f"loss_overrides[{task!r}] = {changes!r}: expected a task of {', '.join(TASKS)} "
+            if task not in TASK_SPECS or not isinstance(changes, dict) or set(changes) - allowed:
+                raise ValueError(f"loss_overrides[{task!r}] = {changes!r}: expected a task of {', '.join(TASK_SPECS)} "
                                  f"mapped to some of {', '.join(sorted(allowed))}")
         if self.sandwich_reduce not in ("mean", "sum"):
             raise ValueError(f"sandwich_reduce must be 'mean' or 'sum', got {self.sandwich_reduce!r}")
@@ -78,8 +78,8 @@ class TrainConfig:
         return cls(**data)
 
     def task_spec(self, task: str) -> TaskSpec:
-        """The task's loss settings: the paper's (TASK_SPECS), changed by `loss_overrides`."""
-        return replace(TASK_SPECS[task], **self.loss_overrides.get(task, {}))
+        """The task's registry entry (`ufo.tasks`), its loss settings changed by `loss_overrides`."""
+        return replace(get_task(task), **self.loss_overrides.get(task, {}))
 
     @classmethod
     def parse_overrides(cls, pairs: list[str] | None) -> dict[str, Any]:

@@ -130,7 +130,6 @@ def task_loss_weights(specs: dict[str, TaskSpec], rule: str) -> dict[str, float]
 class Trainer:
     def __init__(self, cfg: TrainConfig, data: dict[str, TaskData], out_dir: str | Path,
                  device: str | None = None) -> None:
-        from ufo.data.augment import AUGMENT_PRESETS
         from ufo.data.loader import make_task_stream
 
         self.cfg, self.out_dir = cfg, Path(out_dir)
@@ -153,7 +152,7 @@ class Trainer:
         self.streams = {
             t: make_task_stream(cfg.data_loader, data[t].train, size=self.arch.img_size,
                                 batch_size=cfg.batch_per_task, k=cfg.instances_per_id,
-                                augment=AUGMENT_PRESETS[t] if cfg.augment else None,
+                                augment=specs[t].augment if cfg.augment else None,
                                 seed=cfg.seed * 1000 + 17 * i + self.rank, workers=cfg.loader_workers)
             for i, t in enumerate(cfg.tasks)
         }
