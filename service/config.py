@@ -9,8 +9,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from service.index.engine import ENGINES
+from service.index.milvus_settings import MilvusSettings
 
 
 class Limits(BaseModel):
@@ -63,6 +66,9 @@ class FaissGpuSettings(BaseModel):
 
 
 class IndexSettings(BaseModel):
+    # "faiss": in-memory indexes + local snapshots (one machine); "milvus": a Milvus server or a Milvus Lite file
+    # (UFO_MILVUS__URI), service/index/engine.py and docs/scale.md
+    engine: str = "faiss"
     flat_below: int = 50_000  # exact search below this many items
     ann_factory: str = "IVF{nlist},Flat"  # FAISS index_factory string above it ({nlist} filled from the size)
     recall_target: float = 0.95  # recall@10 the tuned operating point must reach on held-out queries
@@ -87,6 +93,13 @@ class IndexSettings(BaseModel):
     canary_queries: int = 16  # live queries re-run exactly per canary round
     canary_k: int = 10
     gpu: FaissGpuSettings = FaissGpuSettings()  # UFO_INDEX__GPU__TEMP_MEMORY_MB, ...
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, engine: str) -> str:
+        if engine not in ENGINES:
+            raise ValueError(f"UFO_INDEX__ENGINE={engine!r} is not an index engine: use one of {', '.join(ENGINES)}")
+        return engine
 
 
 class WorkerSettings(BaseModel):
@@ -128,6 +141,7 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     rate_limit: RateLimitSettings = RateLimitSettings()
     index: IndexSettings = IndexSettings()
+    milvus: MilvusSettings = MilvusSettings()  # UFO_MILVUS__URI, UFO_MILVUS__TOKEN: used when index.engine=milvus
     worker: WorkerSettings = WorkerSettings()
     log_level: str = "INFO"
     # task → folder of <label>/<image> files upserted into the gallery at start (the demo gallery, say)

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service.index.errors import DimensionError, ModelVersionError
+from service.index.errors import DimensionError, IndexUnavailable, ModelVersionError
 from service.inference.errors import InferenceServiceError, InvalidImage
 from service.store.base import StoreError
 from service.store.redis_store import store_error as redis_store_error
@@ -109,6 +109,8 @@ def to_problem(exc: BaseException, path: str) -> JSONResponse:
         return problem(422, str(exc), slug="invalid-embedding", instance=path)
     if isinstance(exc, ModelVersionError):
         return problem(409, str(exc), slug="model-version-mismatch", instance=path)
+    if isinstance(exc, IndexUnavailable):  # a Milvus index engine down or too slow
+        return problem(503, str(exc), instance=path, headers=retry_headers(exc.retry_after_s))
     if isinstance(exc, StoreError):
         return store_problem(exc, path)
     if isinstance(exc, RedisError):  # the job queue's Redis (the store's own errors arrive typed)
