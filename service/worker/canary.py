@@ -19,53 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-import faiss
 import numpy as np
 
 from service.index import Query, VectorIndex
+from service.index.exact import ExactMain, set_faiss_threads
 from service.index.search import search_view
 
 log = logging.getLogger(__name__)
-
-
-class ExactMain:
-    """Duck-typed stand-in for a main index whose `search` is exhaustive (see the module docstring)."""
-
-    def __init__(self, main: faiss.Index):
-        self.main = main
-        self.ntotal = main.ntotal
-        index = faiss.downcast_index(main)
-        self.id_map: np.ndarray | None = None
-        if isinstance(index, faiss.IndexIDMap | faiss.IndexIDMap2):
-            self.id_map = faiss.vector_to_array(index.id_map)
-            index = faiss.downcast_index(index.index)
-        self.inner = index
-
-    def flat(self) -> faiss.Index | None:
-        """The flat index holding exact vectors in add order, when the inner index has one."""
-        if isinstance(self.inner, faiss.IndexHNSW):
-            return faiss.downcast_index(self.inner.storage)
-        if isinstance(self.inner, faiss.IndexRefine):
-            return faiss.downcast_index(self.inner.refine_index)
-        return None
-
-    @property
-    def supported(self) -> bool:
-        return (isinstance(self.inner, faiss.IndexFlat | faiss.IndexIVFFlat) or
-                isinstance(self.flat(), faiss.IndexFlat))
-
-    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(self.inner, faiss.IndexFlat):
-            return self.main.search(xq, k)
-        if isinstance(self.inner, faiss.IndexIVFFlat):
-            return self.main.search(xq, k, params=faiss.SearchParametersIVF(nprobe=self.inner.nlist))
-        flat = self.flat()
-        if flat is None:
-            raise TypeError(f"no exact vectors in {type(self.inner).__name__}")
-        D, rows = flat.search(xq, k)
-        if self.id_map is None:
-            return D, rows
-        return D, np.where(rows >= 0, self.id_map[np.maximum(rows, 0)], -1)
 
 
 class RecallCanary:
@@ -121,7 +81,7 @@ class RecallCanary:
             if not exact_main.supported:
                 return None
             exact_view = replace(view, main=exact_main)
-        faiss.omp_set_num_threads(1)  # this thread only: the searcher keeps its core
+        set_faiss_threads(1)  # this thread only: the searcher keeps its core
         queries = [Query(self.k)] * len(xq)
         served = search_view(view, xq, queries)
         truth = search_view(exact_view, xq, queries)

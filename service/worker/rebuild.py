@@ -20,19 +20,22 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 
 from service.config import IndexSettings
 from service.index import OperatingPoint, VectorIndex, exact_knn, resolve_factory, tune_search_params
 from service.index.build import build_main, configure_gpu
 from service.index.errors import ModelVersionError
+from service.index.exact import set_faiss_threads
 from service.index.vectors import normalize_rows
 from service.store import open_store
 from service.store.base import GalleryStore
 from service.store.records import ItemPage, MixedDimensions
+
+if TYPE_CHECKING:
+    import faiss
 from service.worker.fairness import run_niced
 from service.worker.records import Job, SnapshotInfo
 from service.worker.snapshots import SnapshotStore, annotate_sidecar
@@ -158,7 +161,7 @@ def build_main_tuned(xb: np.ndarray, factory: str, opts: IndexSettings,
     labels 0..n-1 and its tuned operating point. Returns (main, point, FAISS build seconds).
     `threads`: FAISS OpenMP threads for this thread (1 inside a gateway so searches keep a core)."""
     if threads:
-        faiss.omp_set_num_threads(threads)
+        set_faiss_threads(threads)
     t0 = time.perf_counter()
     main = build_main(xb, factory) if len(xb) else None
     faiss_seconds = time.perf_counter() - t0
