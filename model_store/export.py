@@ -56,14 +56,13 @@ from model_store.model_config import (
     render_config,
 )
 from model_store.parity import cosine_similarities, golden_images, onnx_embeddings
+from model_store.preprocessing import PAPER_MEAN, PAPER_STD
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "embedding"
-MEAN = (127.5, 127.5, 127.5)
-STD = (127.5, 127.5, 127.5)
 # fp16 weights move embeddings by ~1e-4 in cosine; fp32 export must match torch almost exactly.
 MIN_COSINE: dict[str, float] = {"fp32": 0.9999, "fp16": 0.999}
 
@@ -268,7 +267,7 @@ def export_model(
         tensorrt=tensorrt, tensorrt_fp16=precision == "fp16", version_policy=version_policy,
     )
     images = _parity_images(parity_images, parity_count, input_size)
-    pixels = normalize_images(images, MEAN, STD)
+    pixels = normalize_images(images, PAPER_MEAN, PAPER_STD)
     model_dir = Path(repository) / model_name
     new_model = not model_dir.exists()
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -297,7 +296,7 @@ def export_model(
         save_npy_atomic(staging / PARITY_EMBEDDINGS_FILE, expected.astype(np.float32))
         fields = dict(
             task=task, model_name=model_name, architecture=dict(architecture or {}),
-            embedding_dim=int(expected.shape[1]), input_size=input_size, mean=MEAN, std=STD,
+            embedding_dim=int(expected.shape[1]), input_size=input_size, mean=PAPER_MEAN, std=PAPER_STD,
             params=int(params), flops=int(flops), metrics=dict(metrics or {}),
             verification_threshold=verification_threshold, onnx_sha256=sha256_file(onnx_path), opset=opset,
             source_checkpoint_sha256=source_checkpoint_sha256, precision=precision,

@@ -9,7 +9,6 @@ verify` checks the ONNX file's hash and the parity set against it. The JSON Sche
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from model_store.files import write_text_atomic
+from model_store.preprocessing import PAPER_MEAN, PAPER_STD, normalize
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -63,8 +63,8 @@ class Manifest(BaseModel):
     architecture: dict[str, Any] = Field(description="the subnet config the model was built from")
     embedding_dim: int = Field(ge=1)
     input_size: tuple[int, int] = Field(description="[H, W] the image is resized to, no crop")
-    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
-    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    mean: tuple[float, float, float] = PAPER_MEAN  # preprocessing: model_store.preprocessing
+    std: tuple[float, float, float] = PAPER_STD
     interpolation: Literal["bicubic"] = "bicubic"
     channel_order: Literal["RGB"] = "RGB"
     params: int = Field(ge=0)
@@ -113,23 +113,4 @@ def normalize_images(images: np.ndarray, mean: tuple[float, ...], std: tuple[flo
     """uint8 RGB [N,H,W,3] (already resized) → float32 pixels [N,3,H,W] with the manifest's mean/std."""
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected images [N,H,W,3], got shape {images.shape}")
-    pixels = images.astype(np.float32).transpose(0, 3, 1, 2)
-    mean_ = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
-    std_ = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
-    return np.ascontiguousarray((pixels - mean_) / std_)
-
-
-def main() -> int:
-    """Regenerate (default) or check (`--check`) the checked-in JSON Schema file."""
-    text = render_json_schema()
-    if "--check" in sys.argv[1:]:
-        in_sync = SCHEMA_PATH.exists() and SCHEMA_PATH.read_text(encoding="utf-8") == text
-        print(f"{SCHEMA_PATH}: {'in sync' if in_sync else 'OUT OF DATE (run python -m model_store.manifest)'}")
-        return 0 if in_sync else 1
-    write_text_atomic(SCHEMA_PATH, text)
-    print(f"wrote {SCHEMA_PATH}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return normalize(images, mean, std)

@@ -1,9 +1,8 @@
 """Image bytes (or decoded arrays) → float32 pixels [3,H,W], exactly as the manifest says.
 
-The paper's recipe, and the one `ufo/data/images.py` trains with: decode, RGB, bicubic resize of the uint8
-image to (H, W) with no crop, then (x − mean) / std per channel. The service adds EXIF orientation, so a
-phone photo is embedded upright. The service never imports `ufo`: this module restates the recipe and the
-tests hold it to the training code.
+The recipe is `model_store.preprocessing`, the one contract training and the export use too: RGB, a resize of
+the uint8 image to (H, W) with no crop, then (x − mean) / std per channel, as the manifest says. The service
+adds what only untrusted input needs: EXIF orientation (a phone photo is embedded upright) and the checks below.
 
 Untrusted bytes are checked before they cost memory: empty input, unknown formats, and headers that
 claim more than `max_pixels` are refused from the header alone (PIL's `Image.open` is lazy), before the
@@ -25,6 +24,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from model_store.preprocessing import WIDE_GREY_MODES, normalize, resize_rgb
 from service.inference.errors import InvalidImage, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ DEFAULT_MAX_PIXELS = 40_000_000
 # attack surface.
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 _RGB_CONVERTIBLE = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
-_WIDE_GREY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})  # scaled to 8 bits first, as in training
-_RESAMPLING = {"bicubic": Image.Resampling.BICUBIC}
 _EXIF_ORIENTATION = 0x0112
 
 ImageInput = bytes | bytearray | memoryview | np.ndarray | Image.Image
@@ -95,18 +93,12 @@ def upright(image: Image.Image) -> Image.Image:
         return image
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB of any supported mode: grey → 3 equal channels, alpha dropped, palette expanded, CMYK converted,
-    16/32-bit grey scaled to 8 bits (the training code's rule)."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in _WIDE_GREY:
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
-        return Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8)).convert("RGB")
-    if image.mode not in _RGB_CONVERTIBLE:
+def check_mode(image: Image.Image) -> Image.Image:
+    """InvalidImage unless the contract's `to_rgb` converts this PIL mode (grey, palette, alpha, CMYK, wide
+    grey...)."""
+    if image.mode not in _RGB_CONVERTIBLE and image.mode not in WIDE_GREY_MODES:
         raise InvalidImage(f"unsupported image mode {image.mode!r}")
-    return image.convert("RGB")
+    return image
 
 
 def image_from_array(array: np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -119,23 +111,6 @@ def image_from_array(array: np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise InvalidImage(f"decoded images must be [H,W], [H,W,3] or [H,W,4], got {list(array.shape)}")
     check_size((array.shape[1], array.shape[0]), max_pixels)
     return Image.fromarray(np.ascontiguousarray(array))
-
-
-def resize(image: Image.Image, input_size: tuple[int, int], interpolation: str) -> Image.Image:
-    """Resize to (H, W) = input_size, no crop (aspect ratio is not kept: the models were trained so)."""
-    if interpolation not in _RESAMPLING:
-        raise ValueError(f"unsupported interpolation {interpolation!r}; known: {sorted(_RESAMPLING)}")
-    height, width = input_size
-    if image.size == (width, height):
-        return image
-    return image.resize((width, height), _RESAMPLING[interpolation])
-
-
-def normalize(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """uint8 [H,W,3] → float32 [3,H,W] as (x − mean) / std per channel."""
-    mean_ = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-    std_ = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-    return np.ascontiguousarray((rgb.astype(np.float32).transpose(2, 0, 1) - mean_) / std_)
 
 
 def preprocess_image(
@@ -151,8 +126,11 @@ def preprocess_image(
         decoded = image
     else:
         raise InvalidImage(f"expected image bytes or a decoded array, got {type(image).__name__}")
-    rgb = resize(to_rgb(decoded), tuple(config.input_size), config.interpolation)
-    return normalize(np.asarray(rgb, dtype=np.uint8), config.mean, config.std)
+    try:
+        rgb = resize_rgb(check_mode(decoded), config.input_size, config.interpolation)
+    except OSError as exc:  # a mode PIL lists but cannot convert after all
+        raise InvalidImage(f"cannot convert {decoded.mode!r} image to RGB: {exc}") from None
+    return normalize(rgb, config.mean, config.std)
 
 
 async def preprocess_many(

@@ -1,7 +1,7 @@
 import numpy as np
 
+from model_store.preprocessing import normalize
 from ufo.data.augment import AugmentConfig, augment_batch
-from ufo.data.images import normalize
 from ufo.tasks import TASK_SPECS
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ufo.data.images import normalize
+from model_store.preprocessing import normalize
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""Image decoding and the paper's preprocessing: RGB, bicubic resize to (H, W), no crop, (x - 127.5) / 127.5.
+"""Image decoding for training, preprocessed by the contract in `model_store.preprocessing` (which the export and
+the service use too).
 
-`preprocess` works on an already-decoded PIL image (the service reuses it); `load_image` reads a file;
+`preprocess` works on an already-decoded PIL image; `load_image` reads a file;
 `ImageCache` keeps each file decoded and resized once, as uint8, for training from memory. All three resize
 the same way (PIL bicubic on the uint8 RGB image, like the reference code's PIL-based transforms), so the
 cached path and the file path give identical arrays.
@@ -18,38 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from model_store.preprocessing import normalize, resize_rgb
 from ufo.data.types import DataError
 
 log = logging.getLogger(__name__)
-
-PIXEL_MEAN = 127.5
-PIXEL_SCALE = 127.5
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB view of any PIL mode: grey becomes 3 equal channels, alpha is dropped, 16-bit grey is scaled."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bits before RGB
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
-        image = Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8))
-    return image.convert("RGB")
-
-
-def resize_rgb(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    """uint8 [H, W, 3]: `image` as RGB, bicubic-resized to size = (H, W), no crop."""
-    height, width = size
-    rgb = to_rgb(image)
-    if rgb.size != (width, height):
-        rgb = rgb.resize((width, height), Image.BICUBIC)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-def normalize(pixels: np.ndarray) -> np.ndarray:
-    """uint8 (or float 0..255) [..., H, W, 3] -> float32 [..., 3, H, W] in [-1, 1]."""
-    array = (np.asarray(pixels, dtype=np.float32) - PIXEL_MEAN) / PIXEL_SCALE
-    return np.ascontiguousarray(np.moveaxis(array, -1, -3))
 
 
 def preprocess(image: Image.Image, size: tuple[int, int]) -> np.ndarray:

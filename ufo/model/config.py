@@ -17,6 +17,9 @@ class ConfigError(ValueError):
     """A config outside the search space; the message names the field, the value and what is allowed."""
 
 
+LEGACY_PREPROCESSING_KEYS = frozenset({"mean", "std", "interpolation"})
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     img_size: tuple[int, int]  # (H, W)
@@ -37,9 +40,6 @@ class ArchSpec:
     depth_choices: tuple[int, ...] = ()
     num_heads_choices: tuple[int, ...] = ()
     mlp_ratio_choices: tuple[float, ...] = ()
-    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
-    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
-    interpolation: str = "bicubic"
 
     def __post_init__(self) -> None:
         h, w = self.img_size
@@ -75,6 +75,8 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
+        # checkpoints written before preprocessing moved to the manifest carry it here: not the network's
+        data = {k: v for k, v in data.items() if k not in LEGACY_PREPROCESSING_KEYS}
         tuples = {k: tuple(v) for k, v in data.items() if isinstance(v, list)}
         return cls(**{**data, **tuples})
 

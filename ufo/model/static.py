@@ -6,29 +6,12 @@ No slicing, no routers, no unused FFNs: each block has exactly the heads, channe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ufo.model.config import SHARED, ArchSpec, SubnetConfig
 from ufo.model.layers import attention, bnneck, build_stem_body, make_bnneck, stem_projection_shape
-
-
-@dataclass(frozen=True)
-class PreprocessCfg:
-    """What serving needs to turn an image into the model's input (read by export and the service)."""
-
-    input_size: tuple[int, int]  # (H, W)
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
-                "interpolation": self.interpolation}
 
 
 class Mlp(nn.Module):
@@ -83,10 +66,6 @@ class StaticViT(nn.Module):
         ))
         self.norm = nn.LayerNorm(d)
         self.neck = make_bnneck(d)
-
-    @property
-    def preprocess(self) -> PreprocessCfg:
-        return PreprocessCfg(self.arch.img_size, self.arch.mean, self.arch.std, self.arch.interpolation)
 
     def forward_features(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.patch_proj(self.stem_body(pixels)).flatten(2).transpose(1, 2)

@@ -23,13 +23,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from PIL import Image
 
+from model_store.preprocessing import to_rgb
 from service.api import gallery
 from service.api.deps import ReadScope, RuntimeDep, TaskDep
 from service.api.errors import ApiError
 from service.api.kept_images import image_keeper
 from service.api.routes.responses import COMMON, problems
 from service.inference.errors import InvalidImage
-from service.inference.preprocess import open_image, to_rgb, upright
+from service.inference.preprocess import check_mode, open_image, upright
 
 UI_DIR = Path(__file__).resolve().parents[2] / "ui"
 ASSET_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -101,10 +102,9 @@ def thumbnail_cache(request: Request) -> ThumbnailCache:
 def make_thumbnail(path: Path, size: int, max_pixels: int) -> bytes | None:
     """A JPEG at most size×size of the image at `path`, or None when it is gone or unreadable."""
     try:
-        image = open_image(path.read_bytes(), max_pixels)
+        image = to_rgb(check_mode(upright(open_image(path.read_bytes(), max_pixels))))
     except (OSError, InvalidImage):
         return None
-    image = to_rgb(upright(image))
     image.thumbnail((size, size), Image.Resampling.BICUBIC)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85)
