@@ -21,7 +21,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"ufo", "service", "model_store", "ufo_client", "tests", "bench"}
 PROVIDED_AT_RUN_TIME = {"triton_python_backend_utils"}  # the Triton Python stub injects it into model.py
-EXTRAS_ALLOWED = {"service": (), "model_store": ("train", "triton"), "ufo": ("train",)}
+EXTRAS_ALLOWED = {"service": ("milvus",), "model_store": ("train", "triton"), "ufo": ("train",)}
 
 
 def normalise(name: str) -> str:
