@@ -15,6 +15,7 @@ import copy
 import errno
 import logging
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -36,10 +37,10 @@ from model_store.manifest import (
     MODEL_FILE,
     PARITY_EMBEDDINGS_FILE,
     PARITY_IMAGES_FILE,
+    TASK_NAME_PATTERN,
     Manifest,
     ParitySet,
     Precision,
-    Task,
     normalize_images,
     write_manifest,
 )
@@ -216,8 +217,8 @@ def _remove_failed_model(model_dir: Path, wrote_config: bool) -> None:
 
 
 def _check_arguments(model_name: str, task: str, input_size: tuple[int, int], precision: str) -> None:
-    if task not in get_args(Task):
-        raise ExportError(f"unknown task {task!r}; expected one of {get_args(Task)}")
+    if not re.match(TASK_NAME_PATTERN, task):
+        raise ExportError(f"task name {task!r} must match {TASK_NAME_PATTERN}")
     if precision not in get_args(Precision):
         raise ExportError(f"precision must be one of {get_args(Precision)}, got {precision!r}")
     if len(input_size) != 2 or min(input_size) < 1:

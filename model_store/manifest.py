@@ -9,6 +9,7 @@ verify` checks the ONNX file's hash and the parity set against it. The JSON Sche
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,7 +27,10 @@ PARITY_IMAGES_FILE = "parity_images.npy"
 PARITY_EMBEDDINGS_FILE = "parity_embeddings.npy"
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 
-Task = Literal["face", "person", "vehicle", "product"]
+# Tasks are open: the training side's registry (ufo.tasks) decides which exist; a served task is any model in the
+# repository. A name is also a URL path segment and part of a Triton model name, hence the pattern.
+TASK_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+Task = Annotated[str, Field(pattern=TASK_NAME_PATTERN)]
 Precision = Literal["fp32", "fp16"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -114,3 +118,19 @@ def normalize_images(images: np.ndarray, mean: tuple[float, ...], std: tuple[flo
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected images [N,H,W,3], got shape {images.shape}")
     return normalize(images, mean, std)
+
+
+def main() -> int:
+    """Regenerate (default) or check (`--check`) the checked-in JSON Schema file."""
+    text = render_json_schema()
+    if "--check" in sys.argv[1:]:
+        in_sync = SCHEMA_PATH.exists() and SCHEMA_PATH.read_text(encoding="utf-8") == text
+        print(f"{SCHEMA_PATH}: {'in sync' if in_sync else 'OUT OF DATE (run python -m model_store.manifest)'}")
+        return 0 if in_sync else 1
+    write_text_atomic(SCHEMA_PATH, text)
+    print(f"wrote {SCHEMA_PATH}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,13 +16,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from model_store.manifest import TASK_NAME_PATTERN
 from ufo.data.augment import AugmentConfig
 from ufo.data.readers_lists import MARKET_LAYOUT, MSMT17_LAYOUT, VERI_LAYOUT, VERI_LISTS_LAYOUT
 from ufo.data.task_readers import TaskReader, read_face_task, read_sop_task, reid_reader
 
 # the headline metric of each protocol: what the search maximises and the report leads with
 PROTOCOL_METRICS: dict[str, str] = {"verification": "verification_accuracy", "reid": "mAP", "recall": "recall@1"}
-TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # also a Triton model name suffix and a URL path segment
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,8 @@ class TaskSpec:
     use_triplet: bool  # soft-margin batch-hard triplet on pre-BN features
 
     def __post_init__(self) -> None:
-        if not TASK_NAME.match(self.name):
-            raise ValueError(f"task name {self.name!r} must match {TASK_NAME.pattern}")
+        if not re.match(TASK_NAME_PATTERN, self.name):  # the manifest's rule: also a URL path segment
+            raise ValueError(f"task name {self.name!r} must match {TASK_NAME_PATTERN}")
         if self.protocol not in PROTOCOL_METRICS:
             raise ValueError(f"task {self.name!r}: protocol must be one of {', '.join(PROTOCOL_METRICS)}, "
                              f"got {self.protocol!r}")

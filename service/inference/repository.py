@@ -9,19 +9,19 @@ a task with no usable version at all is an error naming every problem found.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import NamedTuple, get_args
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
 from model_store.files import sha256_file
-from model_store.manifest import MANIFEST_FILE, Manifest, Task, read_manifest
+from model_store.manifest import MANIFEST_FILE, TASK_NAME_PATTERN, Manifest, read_manifest
 from service.inference.errors import RepositoryError
 
 log = logging.getLogger(__name__)
 
-TASKS: tuple[str, ...] = get_args(Task)
 
 
 class RepositoryEntry(NamedTuple):
@@ -102,9 +102,9 @@ def version_entry(model_dir: Path, version: int | None = None, verify_hash: bool
 
 def _check_tasks(tasks: Iterable[str] | None, model_names: Mapping[str, str]) -> list[str] | None:
     wanted = None if tasks is None else list(dict.fromkeys(tasks))
-    unknown = sorted({t for t in [*(wanted or []), *model_names] if t not in TASKS})
-    if unknown:
-        raise RepositoryError(f"unknown task(s) {unknown}; expected some of {list(TASKS)}")
+    invalid = sorted({t for t in [*(wanted or []), *model_names] if not re.match(TASK_NAME_PATTERN, t)})
+    if invalid:
+        raise RepositoryError(f"invalid task name(s) {invalid}: a task name matches {TASK_NAME_PATTERN}")
     return wanted
 
 

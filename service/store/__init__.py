@@ -9,12 +9,11 @@ from service.store.base import (
     StoreUnavailable,
     replay_changes,
 )
-from service.store.factory import TASKS, open_store, sqlite_path
+from service.store.factory import open_store, sqlite_path
 from service.store.records import Change, Item, same_item, validate_item
 from service.store.sqlite_store import SQLiteStore
 
 __all__ = [
-    "TASKS",
     "Change",
     "ChangeLogTrimmed",
     "GalleryStore",

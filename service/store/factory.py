@@ -12,8 +12,6 @@ from urllib.parse import parse_qsl
 
 from service.store.base import GalleryStore
 
-TASKS = ("face", "person", "vehicle", "product")
-
 
 def sqlite_path(root: str | Path, task: str) -> Path:
     """Where a task's SQLite store lives under `root`."""

@@ -73,8 +73,10 @@ def test_repository_level_errors(repo: Path, tmp_path: Path) -> None:
         load_repository(tmp_path / "missing")
     with pytest.raises(RepositoryError, match="holds no usable model"):
         load_repository(tmp_path)
-    with pytest.raises(RepositoryError, match="unknown task"):
+    with pytest.raises(RepositoryError, match="task 'faces': no usable model version"):
         load_repository(repo, tasks=["faces"])
+    with pytest.raises(RepositoryError, match="invalid task name"):
+        load_repository(repo, tasks=["../face"])
 
 
 def test_two_models_for_one_task_need_a_choice(repo: Path, tmp_path: Path) -> None:
