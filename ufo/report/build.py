@@ -30,7 +30,7 @@ from ufo.model.cost import subnet_cost
 from ufo.model.static import StaticViT, extract_subnet
 from ufo.search.budget import measure_latency_ms
 from ufo.search.trim import load_subnet
-from ufo.tasks import TASK_SPECS, TASKS
+from ufo.tasks import TASKS, get_task
 from ufo.train.checkpoint import load_checkpoint, supernet_from_checkpoint
 from ufo.train.evaluate import EvalImages
 
@@ -126,7 +126,7 @@ def report_task(run_dir: Path, task: str, data_root: str | Path, repeats: int = 
         rows[name] = {"metrics": _scores(task, images, module), "params": cost.params, "flops": cost.flops,
                       "config": module.cfg.to_dict(),
                       "latency_ms": {f"batch{b}": round(v, 3) for b, v in latency[name].items()}}
-    result: dict[str, Any] = {"task": task, "metric": TASK_SPECS[task].metric, "models": rows,
+    result: dict[str, Any] = {"task": task, "metric": get_task(task).metric, "models": rows,
                               "classical": classical_baselines(task, data, images)}
     result["seeds"] = [{"run": str(run_dir), "seed": train_cfg.get("seed"),
                         "metrics": {name: row["metrics"] for name, row in rows.items()}}]

@@ -22,7 +22,7 @@ from ufo.model.supernet import UFOSupernet
 from ufo.search.budget import Budget, measure_latency_ms
 from ufo.search.evolution import Candidate, EvolutionSearch, EvolutionSettings, pareto_front
 from ufo.search.recalibrate import preserved_bn_state, recalibrate_bn, recalibration_batches
-from ufo.tasks import TASK_SPECS
+from ufo.tasks import get_task
 from ufo.train.checkpoint import checkpoint_hash, load_checkpoint, supernet_from_checkpoint
 from ufo.train.evaluate import EvalImages
 
@@ -78,7 +78,7 @@ def _plot(path: Path, task: str, history: list[Candidate], fronts: dict[str, lis
 def run_search(checkpoint: str | Path, task: str, data_root: str | Path, out_dir: str | Path, budget: Budget,
                settings: EvolutionSettings, recalibrate: bool = True, progress: bool = True) -> dict[str, Any]:
     model, data = load_search_inputs(checkpoint, task, data_root)
-    arch, metric = model.arch, TASK_SPECS[task].metric
+    arch, metric = model.arch, get_task(task).metric
     images = EvalImages(data.val, arch.img_size)
     batches = recalibration_batches(data.train, arch.img_size, seed=settings.seed) if recalibrate else None
 

@@ -27,7 +27,7 @@ def save_subnet(path: str | Path, subnet: StaticViT, task: str, meta: dict[str, 
     cost = subnet_cost(subnet.arch, subnet.cfg)
     save_torch_atomic(path, {
         "format": SUBNET_FORMAT, "task": task, "arch": subnet.arch.to_dict(), "config": subnet.cfg.to_dict(),
-        "params": cost.params, "flops": cost.flops, "preprocess": subnet.preprocess.to_dict(),
+        "params": cost.params, "flops": cost.flops,
         "state_dict": subnet.state_dict(), **meta})
 
 
