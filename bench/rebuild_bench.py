@@ -191,7 +191,7 @@ async def latency_worker(xb: np.ndarray, xq: np.ndarray, work: Path, args: argpa
     redis, url = start_redis(work)
     env = os.environ | {"PYTHONPATH": str(ROOT), "UFO_STORE_URL": url, "UFO_DATA_DIR": str(work),
                         "UFO_INDEX__FLAT_BELOW": "1"}  # the same settings as the in-process run
-    worker = subprocess.Popen([sys.executable, "-m", "ufo.cli", "worker", "--faiss-threads", "1"], cwd=ROOT, env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "ufo_cli", "worker", "--faiss-threads", "1"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=(work / "worker.log").open("wb"))
     try:
         opts = latency_settings()

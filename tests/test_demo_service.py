@@ -32,6 +32,6 @@ def test_demo_refuses_a_port_in_use():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "ufo.cli", "demo", "--port", str(port)], capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "ufo_cli", "demo", "--port", str(port)], capture_output=True,
                               text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 2 and f"port {port} is in use" in done.stderr and "--port" in done.stderr

@@ -145,7 +145,7 @@ def test_the_factory_and_the_config_name_bad_choices(tmp_path):
 
 
 def test_ufo_train_passes_the_loader_options(monkeypatch):
-    from ufo.cli import build_parser
+    from ufo_cli.main import build_parser
     from ufo.train import run
 
     seen = {}

@@ -339,7 +339,7 @@ def test_layers_the_supernet_lacks_and_unreadable_files_are_refused(tmp_path):
 
 
 def test_ufo_train_init_reaches_the_trainer(monkeypatch, tmp_path):
-    from ufo.cli import build_parser
+    from ufo_cli.main import build_parser
     from ufo.train import run
 
     seen = []

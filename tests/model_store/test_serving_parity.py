@@ -94,7 +94,7 @@ def test_malformed_backend_answers_are_refused(face_repo: Path) -> None:
 
 
 def verify_cli(repository: Path, url: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ufo.cli", "store", "verify", "--repository", str(repository),
+    return subprocess.run([sys.executable, "-m", "ufo_cli", "store", "verify", "--repository", str(repository),
                            "--backend", "triton", "--url", url], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model_store.verify import verify_repository
-from ufo.cli import main
+from ufo_cli.main import main
 
 from .conftest import export_tiny
 

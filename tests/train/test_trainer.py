@@ -108,7 +108,7 @@ def test_torchrun_ddp_two_processes_on_cpu(tiny_demo, tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ufo.cli",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ufo_cli",
            "--threads", "1", "train", "--preset", "demo", "--tasks", "face,vehicle", "--data", str(tiny_demo),
            "--out", str(tmp_path / "ddp"), "--steps", "2", "--batch-per-task", "8", "--no-eval"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -114,7 +114,7 @@ def start_server(repository: Path, workdir: Path, *, ready_timeout_s: float = 12
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = workdir / f"server-{port}.log"
-    command = [sys.executable, "-m", "ufo.cli", "serve", "--port", str(port), "--no-access-log"]
+    command = [sys.executable, "-m", "ufo_cli", "serve", "--port", str(port), "--no-access-log"]
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(command, env=server_env(repository, workdir, **settings), cwd=ROOT,
                                    stdout=log_file, stderr=subprocess.STDOUT)

@@ -105,7 +105,7 @@ async def test_keys_enforced_on_loopback_once_configured(api_repo: Path, tmp_pat
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("UFO_")}
-    return subprocess.run([sys.executable, "-m", "ufo.cli", *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run([sys.executable, "-m", "ufo_cli", *args], capture_output=True, text=True, timeout=60,
                           cwd=ROOT, env={**clean, "PYTHONPATH": str(ROOT), **env})
 
 

@@ -88,7 +88,7 @@ def start_worker(redis_url: str, data_dir: Path, log_path: Path) -> subprocess.P
     """`ufo worker` as its own process, sharing the replicas' store and data folder."""
     env = server_env(ROOT / "unused-repository", log_path.parent, store_url=redis_url, data_dir=str(data_dir))
     with open(log_path, "ab") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "ufo.cli", "worker", "--consumer", "w1", "--faiss-threads", "1",
+        return subprocess.Popen([sys.executable, "-m", "ufo_cli", "worker", "--consumer", "w1", "--faiss-threads", "1",
                                  "--heartbeat-s", "0.5"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
 
 

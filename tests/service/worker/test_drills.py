@@ -39,7 +39,7 @@ def start_worker(redis_url: str, data_dir: Path, namespace: str, consumer: str, 
                         "UFO_WORKER__NAMESPACE": namespace, "UFO_INDEX__FLAT_BELOW": "1000",
                         "UFO_INDEX__TUNE_QUERIES": "100", "OMP_NUM_THREADS": "1"}
     log = (data_dir / f"worker-{consumer}.log").open("wb")  # a file, not a pipe nobody drains
-    return subprocess.Popen([sys.executable, "-m", "ufo.cli", "worker", "--consumer", consumer, "--claim-idle-s", "1",
+    return subprocess.Popen([sys.executable, "-m", "ufo_cli", "worker", "--consumer", consumer, "--claim-idle-s", "1",
                              "--heartbeat-s", "0.25", "--faiss-threads", "1", *extra],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -184,9 +184,9 @@ async def test_redis_restart_during_writes_loses_no_acknowledged_write(
 
 def test_worker_cli() -> None:
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-m", "ufo.cli", "worker", "--help"], cwd=ROOT, env=env,
+    run = subprocess.run([sys.executable, "-m", "ufo_cli", "worker", "--help"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "--claim-idle-s" in run.stdout
-    run = subprocess.run([sys.executable, "-m", "ufo.cli", "worker", "--store-url", "sqlite:////tmp/none"], cwd=ROOT,
+    run = subprocess.run([sys.executable, "-m", "ufo_cli", "worker", "--store-url", "sqlite:////tmp/none"], cwd=ROOT,
                          env=env | {"UFO_WORKER__QUEUE_URL": ""}, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "ufo worker needs Redis" in run.stderr

@@ -41,7 +41,7 @@ def test_liveness_probe_follows_the_worker_loop(tmp_path: Path) -> None:
     env = os.environ | {"PYTHONPATH": str(ROOT), "UFO_STORE_URL": redis.url, "UFO_DATA_DIR": str(tmp_path / "data"),
                         "UFO_WORKER__BLOCK_S": "0.2", "UFO_WORKER__HEARTBEAT_FILE": str(heartbeat)}
     log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "ufo.cli", "worker", "--faiss-threads", "1"], cwd=ROOT, env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "ufo_cli", "worker", "--faiss-threads", "1"], cwd=ROOT, env=env,
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: probe(heartbeat).returncode == 0, "the first heartbeat")

@@ -1,12 +1,12 @@
-"""The `ufo` command. Each subcommand names its handler as "module:function"; the module is imported only
-when that subcommand runs, so `ufo --help` stays fast and a command never loads what it does not use."""
+"""The science's subcommands of `ufo` (data, train, search, trim, report, pipeline, export, demo).
+
+Each names its handler as "module:function", imported only when that subcommand runs (`ufo_cli.main`)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
-import sys
+
+TORCH_COMMANDS = ("train", "search", "trim", "report", "pipeline", "export")  # set their torch thread count
 
 
 def _handler(parser: argparse.ArgumentParser, target: str) -> None:
@@ -125,32 +125,6 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     _handler(export, "ufo.export:cli_export")
 
 
-def _add_store(sub: argparse._SubParsersAction) -> None:
-    store = sub.add_parser("store", help="model repository: verify")
-    store_sub = store.add_subparsers(dest="store_command", required=True)
-    verify = store_sub.add_parser("verify", help="check every model in a Triton model repository")
-    verify.add_argument("--repository", default="model_store/repository")
-    verify.add_argument("--backend", choices=("onnxruntime", "triton"), default="onnxruntime",
-                        help="triton: also embed each version's parity images through the server at --url")
-    verify.add_argument("--url", default=None, help="Triton host:port (gRPC :8001, or HTTP with --protocol http)")
-    verify.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
-    _handler(verify, "model_store.verify:cli_verify")
-
-
-def _add_serve(sub: argparse._SubParsersAction) -> None:
-    from service.main import add_serve_arguments  # argparse flags only: no pydantic, FastAPI or models loaded
-
-    serve = sub.add_parser("serve", help="run the retrieval gateway (FastAPI + uvicorn; settings from UFO_* env/YAML)")
-    add_serve_arguments(serve)
-    _handler(serve, "service.main:cli_serve")
-
-    keys = sub.add_parser("keys", help="API keys for the gateway")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="print a new API key (once) and the hash record to configure")
-    create.add_argument("--scopes", default="read", help="comma-separated: read, write, admin (default: read)")
-    _handler(create, "service.api.auth:cli_keys_create")
-
-
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="serve the demo models, enroll the demo gallery, print curl examples")
     demo.add_argument("--repository", default="demo/models", help="model repository (default: the committed demo)")
@@ -160,47 +134,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     _handler(demo, "ufo.demo_service:cli_demo")
 
 
-def _add_worker(sub: argparse._SubParsersAction) -> None:
-    from service.worker.cli import add_worker_arguments  # argparse flags only: no FAISS or Redis loaded
-
-    worker = sub.add_parser("worker", help="run index rebuild jobs from the Redis queue (settings from UFO_* env/YAML)")
-    add_worker_arguments(worker)
-    _handler(worker, "service.worker.cli:cli_worker")
-
-
-SECTIONS = (_add_data, _add_train, _add_search, _add_report, _add_export, _add_store, _add_serve, _add_demo,
-            _add_worker)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ufo", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: all cores, 1 when the machine is busy; env UFO_THREADS)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in SECTIONS:
+def register(sub: argparse._SubParsersAction) -> None:
+    for add in (_add_data, _add_train, _add_search, _add_report, _add_export, _add_demo):
         add(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if args.threads is not None or args.command in ("train", "search", "trim", "report", "pipeline", "export"):
-        from ufo.runtime import configure_threads
-
-        configure_threads(args.threads)
-    module_name, func_name = args._target.split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
-    try:
-        return int(func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:  # our typed errors derive from these: no traceback
-        print(f"ufo {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
