@@ -108,6 +108,10 @@ def document_limits(components: dict[str, Any], paths: dict[str, Any], limits: L
     for body in [components["SearchRequest"], *forms]:
         if "k" in body["properties"]:
             body["properties"]["k"]["maximum"] = limits.max_k
+    for operations in paths.values():  # `k` as a query parameter (search with an application/octet-stream body)
+        for parameter in (p for operation in operations.values() for p in operation.get("parameters", [])):
+            if parameter["name"] == "k" and parameter["in"] == "query":
+                parameter["schema"]["maximum"] = limits.max_k
     for body in [components["EmbedRequest"], *forms]:
         if "images" in body["properties"]:
             body["properties"]["images"]["maxItems"] = limits.max_images_per_request

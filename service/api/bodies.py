@@ -1,9 +1,11 @@
-"""Request bodies: JSON (images as base64) or multipart forms (images as files), one set of field names.
+"""Request bodies: JSON (images as base64), multipart forms (images as files), or the raw image itself.
 
 FastAPI parses a body for one content type only, so these readers take the raw `Request`, dispatch on its
 content type and validate with the models in `schemas.py` either way. What comes out is plain data with
-image bytes decoded (`ItemInput`, `SearchInput`, ...). `openapi_body` documents both forms for /docs.
+image bytes decoded (`ItemInput`, `SearchInput`, ...). `openapi_body` documents every form for /docs.
 Multipart text fields holding structure (`metadata`, `filter`, `embedding`) are JSON text.
+`application/octet-stream` (embed, search, and `PUT .../items/{id}`) is the one image's file, as is: no
+base64, no JSON, no form parsing; the options of a search then come as query parameters (`SearchOptions`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ M = TypeVar("M", bound=BaseModel)
 _BASE64 = re.compile(BASE64_PATTERN)
 _PLACEHOLDER = "file"  # stands in for an uploaded file while the form is validated as the JSON model
 _JSON_FIELDS = ("metadata", "filter", "embedding")
+RAW = "application/octet-stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,15 @@ class SearchInput:
     k: int
     filter: dict[str, Any] | None
     min_score: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOptions:
+    """`k` and `min_score` from the query string: the options of a raw-image search, and the defaults of a JSON
+    or multipart one (a field in the body takes precedence)."""
+
+    k: int | None = None
+    min_score: float | None = None
 
 
 def decode_base64(text: str, where: str) -> bytes:
@@ -79,14 +91,25 @@ def validate(model: type[M], data: Any) -> M:
         raise invalid(describe_validation(errors)) from None
 
 
-def content_kind(request: Request) -> str:
-    """'json' or 'form' from Content-Type (no header: JSON); 415 for anything else."""
+def content_kind(request: Request, raw: bool = False) -> str:
+    """'json', 'form' or (where `raw` is allowed) 'raw' from Content-Type (no header: JSON); 415 otherwise."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not media or media == "application/json" or media.endswith("+json"):
         return "json"
     if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return "form"
-    raise ApiError(415, f"unsupported Content-Type {media!r}: send application/json or multipart/form-data")
+    if raw and media == RAW:
+        return "raw"
+    accepted = f"application/json, multipart/form-data{' or ' + RAW if raw else ''}"
+    raise ApiError(415, f"unsupported Content-Type {media!r}: send {accepted}")
+
+
+async def read_raw(request: Request) -> bytes:
+    """The body as the image file itself (application/octet-stream); 422 when it is empty."""
+    data = await request.body()
+    if not data:
+        raise invalid(f"body: empty; with Content-Type {RAW} the body is the image file's bytes")
+    return data
 
 
 async def read_form(request: Request, limits: Limits) -> FormData:
@@ -131,8 +154,11 @@ def form_dict(form: FormData, images: Sequence[str]) -> dict[str, Any]:
 
 
 async def read_embed(request: Request, limits: Limits) -> list[bytes]:
-    """Images to embed, in order."""
-    if content_kind(request) == "json":
+    """Images to embed, in order (a raw body is one image)."""
+    kind = content_kind(request, raw=True)
+    if kind == "raw":
+        return [await read_raw(request)]
+    if kind == "json":
         body = validate(EmbedRequest, await request.body())
         images = [decode_base64(text, f"images[{i}]") for i, text in enumerate(body.images)]
     else:
@@ -171,10 +197,32 @@ async def read_enroll(request: Request, limits: Limits) -> list[ItemInput]:
             for i, it in enumerate(batch.items)]
 
 
-async def read_search(request: Request, limits: Limits) -> SearchInput:
-    """A query image or embedding with its options."""
+async def read_put_item(request: Request, item_id: str) -> ItemInput:
+    """`PUT .../items/{id}`: the raw image as the body, `metadata` as JSON text in the query string."""
+    if content_kind(request, raw=True) != "raw":
+        raise ApiError(415, f"PUT .../items/{{id}} takes the image file as {RAW}; send JSON or multipart bodies "
+                       "to POST .../items")
+    text = request.query_params.get("metadata")
+    metadata: Any = {}
+    if text is not None:
+        try:
+            metadata = json.loads(text)
+        except ValueError:
+            raise invalid("query.metadata: not valid JSON text") from None
+        if not isinstance(metadata, dict):
+            raise invalid(f"query.metadata: expected a JSON object, got {type(metadata).__name__}")
+    return ItemInput(item_id, await read_raw(request), None, metadata)
+
+
+async def read_search(request: Request, limits: Limits, options: SearchOptions = SearchOptions()) -> SearchInput:
+    """A query image or embedding with its options (body fields first, then the query string's)."""
     image: bytes | None = None
-    if content_kind(request) == "json":
+    kind = content_kind(request, raw=True)
+    if kind == "raw":
+        k = options.k or SearchRequest.model_fields["k"].default
+        check_k(k, limits)
+        return SearchInput(await read_raw(request), None, k, None, options.min_score)
+    if kind == "json":
         body = validate(SearchRequest, await request.body())
         if body.image is not None:
             image = decode_base64(body.image, "image")
@@ -183,9 +231,15 @@ async def read_search(request: Request, limits: Limits) -> SearchInput:
         body = validate(SearchRequest, form_dict(form, ["image"]))
         if body.image is not None:
             image = await image_field(form["image"], "image")
-    if body.k > limits.max_k:
-        raise invalid(f"body.k: {body.k} is above the limit of {limits.max_k} hits per query")
-    return SearchInput(image, body.embedding, body.k, body.filter, body.min_score)
+    k = body.k if "k" in body.model_fields_set or options.k is None else options.k
+    check_k(k, limits)
+    min_score = body.min_score if "min_score" in body.model_fields_set else options.min_score
+    return SearchInput(image, body.embedding, k, body.filter, min_score)
+
+
+def check_k(k: int, limits: Limits) -> None:
+    if k > limits.max_k:
+        raise invalid(f"k: {k} is above the limit of {limits.max_k} hits per query")
 
 
 async def read_verify(request: Request, limits: Limits) -> tuple[bytes, bytes]:
@@ -224,8 +278,14 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def openapi_body(*json_models: type[BaseModel], form: str | None = None) -> dict[str, Any]:
-    """`openapi_extra` documenting a JSON body (one model, or any of several) and its multipart twin."""
+# One image file as the whole body (at least one byte; `read_raw` refuses an empty one).
+RAW_IMAGE = {"type": "string", "format": "binary", "minLength": 1,
+             "description": "the image file's bytes (JPEG, PNG, WebP, BMP, GIF, TIFF, PGM), no base64"}
+
+
+def openapi_body(*json_models: type[BaseModel], form: str | None = None, raw: bool = False) -> dict[str, Any]:
+    """`openapi_extra` documenting a JSON body (one model, or any of several), its multipart twin, and (`raw`) the
+    image itself as application/octet-stream."""
     names = [m.__name__ for m in json_models]
     schema = _ref(names[0]) if len(names) == 1 else {"oneOf": [_ref(n) for n in names]}
     content: dict[str, Any] = {"application/json": {"schema": schema}}
@@ -233,4 +293,11 @@ def openapi_body(*json_models: type[BaseModel], form: str | None = None) -> dict
         schema = FORMS[form]
         encoding = {name: {"contentType": "application/json"} for name in _JSON_FIELDS if name in schema["properties"]}
         content["multipart/form-data"] = {"schema": schema, **({"encoding": encoding} if encoding else {})}
+    if raw:
+        content[RAW] = {"schema": RAW_IMAGE}
     return {"requestBody": {"required": True, "content": content}}
+
+
+def openapi_raw_body() -> dict[str, Any]:
+    """`openapi_extra` of an operation whose only body is the image itself."""
+    return {"requestBody": {"required": True, "content": {RAW: {"schema": RAW_IMAGE}}}}

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from service.api import gallery
-from service.api.bodies import openapi_body
+from service.api.bodies import openapi_body, openapi_raw_body, read_put_item
 from service.api.deps import EnrollBody, ReadScope, RuntimeDep, TaskDep, WriteScope
 from service.api.routes.responses import BODY, COMMON, INFERENCE, problems
-from service.api.schemas import EnrollBatch, EnrollItem, EnrollResponse, ItemOut
+from service.api.schemas import ID_PATTERN, MAX_ID_LENGTH, EnrollBatch, EnrollItem, EnrollResponse, ItemOut
 
 router = APIRouter(prefix="/v1/tasks/{task}/items", tags=["gallery"])
 ItemId = Annotated[str, Path(description="the item's id (may hold '/')", examples=["s29/s29_0001.pgm"])]
+NewItemId = Annotated[str, Path(description="the item's id (may hold '/'), no control characters",
+                                examples=["s29/s29_0001.pgm"], max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
 
 
 @router.post("", response_model=EnrollResponse, dependencies=[WriteScope], responses=problems(*INFERENCE, *BODY, 409),
@@ -22,6 +24,23 @@ async def enroll_items(runtime: RuntimeDep, task: TaskDep, items: EnrollBody) ->
     """Upsert one item (`{"id", "image" | "embedding", "metadata"}`) or many (`{"items": [...]}`).
     The items are searchable as soon as this returns."""
     ids, model_version = await gallery.enroll(runtime, task, items)
+    return EnrollResponse(ids=ids, count=len(ids), model_version=model_version)
+
+
+# `metadata` travels as JSON text in the query string (a JSON object); FastAPI cannot declare such a parameter.
+_METADATA_PARAMETER = {"name": "metadata", "in": "query", "required": False,
+                       "description": "a JSON object stored with the item (as for POST .../items)",
+                       "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+@router.put("/{item_id:path}", response_model=EnrollResponse, dependencies=[WriteScope],
+            responses=problems(*INFERENCE, 409),
+            openapi_extra={**openapi_raw_body(), "parameters": [_METADATA_PARAMETER]})
+async def put_item(runtime: RuntimeDep, task: TaskDep, item_id: NewItemId, request: Request) -> EnrollResponse:
+    """Upsert one item from the image file sent as the body itself (`application/octet-stream`, no base64),
+    `metadata` as a JSON object in the query string. Searchable as soon as this returns."""
+    item = await read_put_item(request, item_id)
+    ids, model_version = await gallery.enroll(runtime, task, [item])
     return EnrollResponse(ids=ids, count=len(ids), model_version=model_version)
 
 

@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
 
 from service.api import gallery
-from service.api.bodies import openapi_body
-from service.api.deps import ReadScope, RuntimeDep, SearchBody, TaskDep
+from service.api.bodies import SearchInput, SearchOptions, openapi_body, read_search
+from service.api.deps import ReadScope, RuntimeDep, TaskDep
 from service.api.routes.responses import BODY, INFERENCE, problems
 from service.api.runtime import model_version_of
 from service.api.schemas import Hit, SearchRequest, SearchResponse
 
+DEFAULT_K = SearchRequest.model_fields["k"].default
 router = APIRouter(prefix="/v1/tasks/{task}", tags=["gallery"], dependencies=[ReadScope])
 
 
+async def search_query(
+    request: Request, runtime: RuntimeDep,
+    k: Annotated[int, Query(ge=1, description="number of hits: for an application/octet-stream body; a `k` in a "
+                            "JSON or multipart body takes precedence")] = DEFAULT_K,
+    min_score: Annotated[float, Query(allow_inf_nan=False, description="drop hits scoring below this cosine "
+                                      "similarity: as `k`")] = None,  # type: ignore[assignment] # absent: no minimum
+) -> SearchInput:
+    """The query: the body (JSON, multipart, or the raw image) with the query string's options, where given."""
+    given = request.query_params
+    options = SearchOptions(k if "k" in given else None, min_score if "min_score" in given else None)
+    return await read_search(request, runtime.settings.limits, options)
+
+
 @router.post("/search", response_model=SearchResponse, responses=problems(*INFERENCE, *BODY, 409),
-             openapi_extra=openapi_body(SearchRequest, form="SearchRequest"))
-async def search_gallery(runtime: RuntimeDep, task: TaskDep, query: SearchBody) -> SearchResponse:
+             openapi_extra=openapi_body(SearchRequest, form="SearchRequest", raw=True))
+async def search_gallery(runtime: RuntimeDep, task: TaskDep,
+                         query: Annotated[SearchInput, Depends(search_query)]) -> SearchResponse:
     """Top-k items by cosine similarity, with an optional metadata equality filter and minimum score.
-    `no_match` is true when no hit reaches the model's calibrated threshold."""
+    `no_match` is true when no hit reaches the model's calibrated threshold. The query image may be sent as the
+    body itself (`application/octet-stream`, options `k` and `min_score` in the query string; a `filter` needs
+    a JSON or multipart body)."""
     found = await gallery.search(runtime, task, query)
     return SearchResponse(
         hits=[Hit(id=h.id, score=max(-1.0, min(1.0, h.score)), metadata=h.metadata) for h in found.hits],
