@@ -3,10 +3,16 @@
 `UFOClient` and `AsyncUFOClient` only send these and sleep between retries, so the sync and async clients
 cannot drift apart. Arguments are validated here, before anything is sent: a bad one raises ValueError or
 TypeError naming it; what only the server can judge comes back as a typed `APIError`.
+
+One image travels as the request body itself (`application/octet-stream`: no base64, no JSON to build or
+parse, a third fewer bytes) wherever the API takes it: embedding one image, searching by an image without a
+filter (`k`, `min_score` in the query string), enrolling one item from an image (`PUT .../items/{id}`).
 """
 
 from __future__ import annotations
 
+import base64
+import json as jsonlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -16,7 +22,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from ufo_client.errors import UnexpectedResponse, error_from_response
-from ufo_client.images import image_base64, vector
+from ufo_client.images import image_base64, image_bytes, vector
 from ufo_client.models import (
     Embeddings,
     EmbedRequest,
@@ -40,6 +46,8 @@ from ufo_client.retry import retry_after_s
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_BATCH = 256  # the server's default max_items_per_request
+RAW = {"Content-Type": "application/octet-stream"}
+IN_BODY = "(the request body)"  # stands in for an image sent raw while the other arguments are validated
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,11 @@ class Call(Generic[T]):
     json: Any = None
     params: Mapping[str, Any] | None = field(default=None)
     retry: bool = True
+    content: bytes | None = None  # a raw body (the image itself), sent as application/octet-stream
 
     def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        if self.content is not None:
+            return http.build_request(self.method, self.path, content=self.content, params=self.params, headers=RAW)
         return http.build_request(self.method, self.path, json=self.json, params=self.params)
 
 
@@ -107,6 +118,9 @@ def embed(task: str, images: Iterable[Any]) -> Call[Embeddings]:
     if isinstance(images, str | bytes | bytearray | memoryview) or hasattr(images, "shape") \
             or not isinstance(images, Iterable):
         raise TypeError("images must be a list of images (paths, bytes, PIL images or arrays), not one image")
+    images = list(images)
+    if len(images) == 1:
+        return Call("POST", task_path(task, "embed"), model(Embeddings), content=image_bytes(images[0]))
     request = EmbedRequest(images=[image_base64(image) for image in images])
     return Call("POST", task_path(task, "embed"), model(Embeddings), json=body(request))
 
@@ -119,8 +133,14 @@ def enroll_item(id: str, image: Any = None, embedding: Any = None,
 
 def enroll(task: str, id: str, *, image: Any = None, embedding: Any = None,
            metadata: Mapping[str, Any] | None = None) -> Call[Enrolled]:
-    item = enroll_item(id, image, embedding, metadata)
-    return Call("POST", task_path(task, "items"), model(Enrolled), json=body(item))
+    if image is None:
+        return Call("POST", task_path(task, "items"), model(Enrolled), json=body(enroll_item(id, None, embedding,
+                                                                                               metadata)))
+    item = EnrollItem(id=id, image=IN_BODY, embedding=None if embedding is None else vector(embedding),
+                      metadata=dict(metadata or {}))  # validates the arguments (one of image or embedding)
+    params = {"metadata": jsonlib.dumps(item.metadata, allow_nan=False)} if item.metadata else None
+    return Call("PUT", task_path(task, "items", segment(id, "id")), model(Enrolled), params=params,
+                content=image_bytes(image))
 
 
 def enroll_batches(task: str, items: Iterable[Mapping[str, Any]], batch_size: int = DEFAULT_BATCH
@@ -163,9 +183,15 @@ def delete(task: str, id: str) -> Call[None]:
 
 def search(task: str, *, image: Any = None, embedding: Any = None, k: int = 10,
            filter: Mapping[str, Any] | None = None, min_score: float | None = None) -> Call[SearchResult]:
-    request = SearchRequest(image=None if image is None else image_base64(image),
-                            embedding=None if embedding is None else vector(embedding), k=k,
-                            filter=None if filter is None else dict(filter), min_score=min_score)
+    raw = None if image is None else image_bytes(image)
+    request = SearchRequest(image=None if raw is None else IN_BODY, k=k, min_score=min_score,
+                            embedding=None if embedding is None else vector(embedding),
+                            filter=None if filter is None else dict(filter))  # validates the arguments
+    if raw is not None and filter is None:  # the image as the body, the options in the query string
+        return Call("POST", task_path(task, "search"), model(SearchResult), content=raw,
+                    params=body(request.model_copy(update={"image": None})))
+    if raw is not None:  # a filter needs the JSON body
+        request = request.model_copy(update={"image": base64.b64encode(raw).decode("ascii")})
     return Call("POST", task_path(task, "search"), model(SearchResult), json=body(request))
 
 

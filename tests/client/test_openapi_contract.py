@@ -73,13 +73,16 @@ def test_models_match_the_server_schemas(model: type[BaseModel], openapi: dict[s
 
 
 def the_calls() -> list[tuple[calls.Call[Any], type[BaseModel] | None]]:
-    """One of every call the client makes, with the model its JSON body is built from."""
+    """One of every call the client makes, with the model its JSON body is built from (None: no JSON body)."""
     return [
-        (calls.tasks(), None), (calls.embed("face", [PNG]), EmbedBody),
-        (calls.enroll("face", "a/b", image=PNG), EnrollItem),
+        (calls.tasks(), None), (calls.embed("face", [PNG, PNG]), EmbedBody), (calls.embed("face", [PNG]), None),
+        (calls.enroll("face", "a/b", image=PNG, metadata={"n": 1}), None),
+        (calls.enroll("face", "a/b", embedding=[1.0]), EnrollItem),
         (next(calls.enroll_batches("face", [{"id": "a", "embedding": [1.0]}])), EnrollBatch),
         (calls.get("face", "a/b"), None), (calls.delete("face", "a"), None),
-        (calls.search("face", embedding=[1.0]), SearchRequest), (calls.verify("face", PNG, PNG), VerifyRequest),
+        (calls.search("face", embedding=[1.0]), SearchRequest), (calls.search("face", image=PNG, k=3), None),
+        (calls.search("face", image=PNG, filter={"n": 1}), SearchRequest),
+        (calls.verify("face", PNG, PNG), VerifyRequest),
         (calls.index("face"), None), (calls.rebuild_index("face"), None), (calls.model_status("face"), None),
         (calls.upgrade("face", 2), UpgradeBody), (calls.ready(), None),
     ]
@@ -98,9 +101,27 @@ def operation(openapi: dict[str, Any], method: str, path: str) -> dict[str, Any]
 def test_every_call_is_a_documented_operation(openapi: dict[str, Any]) -> None:
     for call, body_model in the_calls():
         documented = operation(openapi, call.method, call.path)
+        names = {p["name"] for p in documented.get("parameters", []) if p["in"] == "query"}
+        assert set(call.params or {}) <= names, f"{call.method} {call.path}: undocumented query {call.params}"
+        if call.content is not None:  # a raw image body
+            schema = documented["requestBody"]["content"]["application/octet-stream"]["schema"]
+            assert schema["format"] == "binary" and body_model is None
+            continue
         if body_model is None:
+            assert call.json is None
             continue
         schema = documented["requestBody"]["content"]["application/json"]["schema"]
         names = {s["$ref"].rsplit("/", 1)[1] for s in schema.get("oneOf", schema.get("anyOf", [schema]))
                  if "$ref" in s}
         assert SERVER_SCHEMAS[body_model] in names, f"{call.method} {call.path}: body documented as {schema}"
+
+
+def test_one_image_travels_as_the_raw_body() -> None:
+    embed, search, enroll = (calls.embed("face", [PNG]), calls.search("face", image=PNG, k=3, min_score=0.5),
+                             calls.enroll("face", "a/b", image=PNG, metadata={"n": 1}))
+    assert embed.content == search.content == enroll.content == PNG and embed.json is None
+    assert dict(search.params or {}) == {"k": 3, "min_score": 0.5}
+    assert (enroll.method, enroll.path, dict(enroll.params or {})) == ("PUT", "/v1/tasks/face/items/a%2Fb",
+                                                                      {"metadata": '{"n": 1}'})
+    request = search.request(httpx.Client(base_url="http://gateway"))
+    assert request.headers["content-type"] == "application/octet-stream" and request.content == PNG

@@ -50,7 +50,7 @@ class Flaky:
             if refused is not None:
                 return refused
             with httpx.Client(base_url=self.upstream, headers=request.headers) as upstream:
-                answer = upstream.request(request.method, request.url.path, content=request.content)
+                answer = upstream.request(request.method, request.url.raw_path.decode(), content=request.content)
                 return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
         return httpx.MockTransport(handle)
 
