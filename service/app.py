@@ -26,7 +26,6 @@ from service.api.runtime import start_runtime, stop_runtime
 from service.api.schemas import BODY_MODELS, Problem
 from service.api.seed import enroll_configured
 from service.config import Limits, Settings
-from service.index.engine import require_served_engine
 from service.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -121,7 +120,6 @@ def document_limits(components: dict[str, Any], paths: dict[str, Any], limits: L
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for `settings` (default: from the environment and UFO_CONFIG_FILE)."""
     settings = settings or Settings()
-    require_served_engine(settings.index.engine)  # UFO_INDEX__ENGINE=milvus is not wired to the gateway yet
     app = FastAPI(title="UFO retrieval service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics = GatewayMetrics()

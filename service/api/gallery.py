@@ -20,8 +20,8 @@ import numpy as np
 from service.api.bodies import ItemInput, SearchInput
 from service.api.errors import ApiError, invalid
 from service.api.kept_images import keep_image
-from service.api.runtime import Runtime, TaskRuntime, model_version_of
 from service.api.schemas import MAX_ID_LENGTH
+from service.api.task_state import Runtime, TaskRuntime, model_version_of
 from service.index.errors import ModelVersionError
 from service.index.search import Hit
 from service.inference import ModelInfo
@@ -100,9 +100,10 @@ async def vectors_for(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemI
 
 def check_upgradable(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]) -> None:
     """While a model upgrade runs, only items it can re-embed (an image, kept) may be written: 409 otherwise."""
-    if task.follower is None or not task.follower.upgrading:
+    upgrade = task.live().upgrade
+    if upgrade is None or not upgrade.running:
         return
-    target = (task.follower.upgrade or {}).get("model_version")
+    target = upgrade.model_version
     if not runtime.settings.keep_images or any(item.image is None for item in items):
         raise ApiError(409, f"task {task.task!r} is being upgraded to {target}: until the cut-over, items can be "
                        "enrolled only as images the gateway keeps (the upgrade re-embeds them); retry later, or "
@@ -112,7 +113,7 @@ def check_upgradable(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemIn
 async def enroll(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]) -> tuple[list[str], str]:
     """Upsert items into the store and the index; searchable when this returns. Returns the ids and the model
     version that embedded them."""
-    task.require_index()
+    task.live()
     limits = runtime.settings.limits
     for item in items:
         check_id(item.id)
@@ -121,12 +122,12 @@ async def enroll(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]
     refs = [await keep_image(runtime.settings, task.task, item.image) if item.image is not None else None
             for item in items]
     for _ in range(2):  # a second round only when a model cut-over happened while embedding
+        serving = task.serving()
         info = task.info
         xb = await vectors_for(runtime, task, items, info)
         async with task.write_lock:
-            if task.info is not info:
+            if task.serving() is not serving:
                 continue
-            index, _ = task.require_index()
             records = [Item(item.id, xb[i], dict(item.metadata), task.model_version, refs[i])
                        for i, item in enumerate(items)]
             try:
@@ -135,11 +136,7 @@ async def enroll(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]
                 raise ApiError(503, f"task {task.task!r}: the gallery moved to model {exc.fence} (upgraded through "
                                f"another replica); this gateway still serves {task.model_version} and adopts the "
                                "new model shortly: retry", headers={"Retry-After": "5"}) from None
-            if task.follower is not None:  # from the change log, as every replica applies it
-                await task.follower.sync_to(offset)
-            else:
-                index.upsert([r.id for r in records], xb, [r.metadata for r in records],
-                             model_version=task.model_version, offset=offset)
+            await task.live().sync_to(offset)  # from the change log, as every replica applies it
             return [item.id for item in items], task.model_version
     raise ApiError(503, f"task {task.task!r}: the model changed twice during the request; retry",
                    headers={"Retry-After": "1"})
@@ -147,15 +144,11 @@ async def enroll(runtime: Runtime, task: TaskRuntime, items: Sequence[ItemInput]
 
 async def delete(task: TaskRuntime, item_id: str) -> None:
     """Delete from the store and the index (404 when absent); gone from results when this returns."""
-    index, _ = task.require_index()
+    follower = task.live()
     async with task.write_lock:
         if not await task.store.delete(item_id):
             raise ApiError(404, f"task {task.task!r} has no item {item_id!r}", slug="unknown-item")
-        offset = await task.store.last_offset()
-        if task.follower is not None:
-            await task.follower.sync_to(offset)
-        else:
-            index.delete([item_id], offset=offset)
+        await follower.sync_to(await task.store.last_offset())
 
 
 async def get_item(task: TaskRuntime, item_id: str) -> Item:
@@ -177,10 +170,11 @@ class SearchOutcome:
 
 async def search(runtime: Runtime, task: TaskRuntime, query: SearchInput) -> SearchOutcome:
     """Top-k hits for an image or an embedding, searched in the index of the model that embedded it."""
-    _, searcher = task.require_index()
+    task.live()
     if query.filter is not None:
         check_metadata(query.filter, runtime.settings.limits.max_metadata_bytes, "filter")
     for attempt in range(2):  # a second round only when a model cut-over happened while embedding
+        serving = task.serving()  # the model and the index that answer this round, as one value
         info = task.info
         if query.embedding is not None:
             xq = check_embedding(query.embedding, info.embedding_dim, "embedding")[None, :]
@@ -188,16 +182,16 @@ async def search(runtime: Runtime, task: TaskRuntime, query: SearchInput) -> Sea
             xq = await embed(runtime, task, [query.image], info)  # type: ignore[list-item]
         started = time.perf_counter()
         try:
-            result = await searcher.search(xq, query.k, filter=query.filter, min_score=query.min_score,
-                                           model_version=model_version_of(info))
+            assert serving.searcher is not None
+            result = await serving.searcher.search(xq, query.k, filter=query.filter, min_score=query.min_score,
+                                                   model_version=model_version_of(info), index=task.serving().index)
         except ModelVersionError:
-            if attempt or task.info is info or query.embedding is not None:
+            if attempt or task.serving() is serving or query.embedding is not None:
                 raise  # (a client's embedding is of the old model: 409 tells it the model changed)
             continue
         break
     runtime.metrics.search_seconds.labels(task.task).observe(time.perf_counter() - started)
-    if task.follower is not None:
-        task.follower.observe_query(xq)  # a sample of live queries feeds the recall canary
+    task.live().observe_query(xq)  # a sample of live queries feeds the recall canary
     hits = result.hits[0]
     threshold = info.verification_threshold
     no_match = not hits if threshold is None else all(hit.score < threshold for hit in hits)
@@ -220,7 +214,8 @@ async def verify(runtime: Runtime, task: TaskRuntime, image_a: bytes,
 async def rebuild(task: TaskRuntime) -> JobStatus:
     """Queue a background rebuild of the task's index (admin); joins the queued or running one. Searches keep
     being answered from the live index; the follower swaps the rebuilt snapshot in when it is announced."""
-    task.require_index()
-    if task.follower is None:
-        raise ApiError(503, f"task {task.task!r}: background rebuilds are not running", headers={"Retry-After": "30"})
-    return await task.follower.request_rebuild("request")
+    follower = task.live()
+    if not follower.rebuilds:
+        raise ApiError(409, f"task {task.task!r}: its index engine (Milvus) builds and compacts its indexes "
+                       "itself; there is nothing to rebuild", slug="no-rebuild")
+    return await follower.request_rebuild("request")

@@ -5,10 +5,10 @@ over (the steps are `service.worker.upgrade.upgrade_model`; this module wires th
   a gateway whose gallery is of an older version than the repository's newest upgrades by itself
   (`auto_upgrade`, single-gateway mode only: replicas sharing a Redis store would race, so there the admin
   route starts it on one replica).
-- Until the cut-over, queries and writes use the old model and the old index; the cut-over (`on_cut_over`)
-  switches the backend's served version, `TaskRuntime.info`, the index and the searcher in one step of the
-  event loop. A request that embedded with the old model and reaches the new index is refused by the
-  index's model-version check and retried once by `gallery` with the new model: never a mix.
+- Until the cut-over, queries and writes use the old model and the old index; the cut-over replaces the
+  follower's `serving` (model, index, searcher) in one assignment, then `on_cut_over` moves the backend's
+  default version and the metrics. A request that embedded with the old model and reaches the new index is
+  refused by the index's model-version check and retried once by `gallery` with the new model: never a mix.
 - Other replicas hear of the new model's snapshot (`IndexFollower.on_new_model`), load that version in
   their backend and adopt the snapshot (`adopt_new_model`).
 - The parity gate (`parity_gate`, `model_store.serving_parity`): a version goes live only after the backend
@@ -32,8 +32,7 @@ import numpy as np
 from model_store.serving_parity import ParityGateError, require_serving_parity
 from service.api.errors import ApiError
 from service.api.kept_images import image_keeper
-from service.api.runtime import Runtime, TaskRuntime, model_version_of
-from service.index import VectorIndex
+from service.api.task_state import Runtime, TaskRuntime, model_version_of
 from service.inference import BackendUnavailable, ModelInfo, RepositoryError
 from service.inference.repository import list_version_dirs
 from service.store import GalleryStore, Item
@@ -42,6 +41,7 @@ from service.worker.images import ImageKeeper
 from service.worker.queue import snapshot_store
 from service.worker.records import SnapshotInfo
 from service.worker.upgrade import UpgradeError, upgrade_model
+from service.worker.upgrade_status import UpgradeStatus
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +98,19 @@ async def missing_images(store: GalleryStore, keeper: ImageKeeper, page: int = 1
     return total, missing
 
 
-def on_cut_over(runtime: Runtime, task: TaskRuntime) -> Callable[[VectorIndex], None]:
-    """The follower's `on_swap` hook: serve the new model with its index, in one step (no await)."""
+def on_cut_over(runtime: Runtime, task: TaskRuntime) -> Callable[[Any], None]:
+    """The follower's `on_swap` hook, right after its `serving` was replaced: the backend's default version
+    and the metrics follow, and the old version is unloaded once requests in flight are done."""
+    served = [task.info]
 
-    def switch(index: VectorIndex) -> None:
-        old = task.info
-        runtime.backend.serve_version(task.task, version_number(index.model_version))
-        task.info = runtime.backend.model(task.task)
-        task.index = index
-        if task.searcher is not None:
-            task.searcher.index = index
-        runtime.metrics.set_model(task.task, task.info.model_name, task.info.version, task.info.embedding_dim)
-        log.info("task %s: now serving %s (was %s)", task.task, task.model_version, model_version_of(old))
-        spawn(retire(runtime, task.task, old.version))
+    def switch(_index: Any) -> None:
+        old, new = served[0], task.info
+        served[0] = new
+        runtime.backend.serve_version(task.task, new.version)
+        runtime.metrics.set_model(task.task, new.model_name, new.version, new.embedding_dim)
+        log.info("task %s: now serving %s (was %s)", task.task, model_version_of(new), model_version_of(old))
+        if old.version != new.version:
+            spawn(retire(runtime, task.task, old.version))
 
     return switch
 
@@ -206,14 +206,11 @@ async def check_images(runtime: Runtime, task: TaskRuntime, drop_missing: bool) 
 
 
 async def start_upgrade(runtime: Runtime, task: TaskRuntime, version: int | None = None, *,
-                        drop_missing: bool = False) -> dict[str, Any]:
+                        drop_missing: bool = False) -> UpgradeStatus:
     """Check, load the new version, and start the upgrade in the background; returns its status."""
-    task.require_index()
-    follower = task.follower
-    if follower is None:
-        raise ApiError(503, f"task {task.task!r}: the index follower is not running", headers={"Retry-After": "30"})
+    follower = task.live()
     if follower.upgrading:
-        raise ApiError(409, f"task {task.task!r}: an upgrade to {follower.upgrade['model_version']} is running",
+        raise ApiError(409, f"task {task.task!r}: an upgrade to {follower.upgrade.model_version} is running",
                        slug="upgrade-running")
     info = await load_version(runtime, task, version)
     if info.version == task.info.version:
@@ -226,31 +223,29 @@ async def start_upgrade(runtime: Runtime, task: TaskRuntime, version: int | None
     except ApiError:
         await release(runtime, task, info.version)
         raise
-    target = model_version_of(info)
-    follower.upgrade = {"state": "running", "model_version": target, "from": task.model_version,
-                        "embedded": 0, "missing": 0, "error": ""}  # claims the task before the first await
+    # claims the task before the first await
+    follower.upgrade = UpgradeStatus("running", model_version_of(info), task.model_version)
     spawn(run_upgrade(runtime, task, info, drop_missing))
-    return dict(follower.upgrade)
+    return follower.upgrade
 
 
 async def release(runtime: Runtime, task: TaskRuntime, version: int) -> None:
     """Unload a version loaded for a refused upgrade, unless it serves or a running upgrade uses it."""
     upgrade = task.follower.upgrade if task.follower is not None and task.follower.upgrading else None
-    if upgrade is None or version_number(upgrade["model_version"]) != version:
+    if upgrade is None or version_number(upgrade.model_version) != version:
         await runtime.backend.unload_version(task.task, version)
 
 
 async def run_upgrade(runtime: Runtime, task: TaskRuntime, info: ModelInfo, drop_missing: bool) -> None:
     """The background part; failures are recorded in the follower's upgrade status (and logged)."""
-    follower = task.follower
-    assert follower is not None
+    follower = task.live()
     follower.upgrade = None  # `upgrade_model` sets its own status
     outcome = "done"
     try:
         await upgrade_model(follower, model_version_of(info), embed_with_version(runtime, task.task),
                             image_keeper(runtime.settings, task.task), snapshot_store(runtime.settings),
                             runtime.settings.index, write_lock=task.write_lock, drop_missing=drop_missing,
-                            dim=info.embedding_dim)
+                            dim=info.embedding_dim, info=info)
     except UpgradeError as exc:
         outcome = "refused"
         log.error("task %s: upgrade to %s refused: %s", task.task, model_version_of(info), exc)
@@ -268,16 +263,16 @@ def adopt_new_model(runtime: Runtime, task: TaskRuntime) -> Callable[[SnapshotIn
     (an error propagates: the follower reports it in `model_error` and retries)."""
 
     async def adopt(snapshot: SnapshotInfo) -> None:
-        follower = task.follower
+        follower = task.live()
         name, _, version = snapshot.model_version.rpartition("/")
-        if follower is None or name != task.info.model_name or not version.isdigit():
+        if name != task.info.model_name or not version.isdigit():
             log.warning("task %s: ignoring a snapshot of model %s", task.task, snapshot.model_version)
             return
         info = await runtime.backend.load_version(task.task, int(version))  # raises: the follower retries later
         await parity_gate(runtime, task.task, info)  # a drifting version is never adopted (retried, reported)
         reembed = Reembedder(image_keeper(runtime.settings, task.task), embed_with_version(runtime, task.task),
                              snapshot.model_version)
-        await follower.adopt_model(snapshot, reembed=reembed)
+        await follower.adopt_model(snapshot, reembed=reembed, model_info=info)
         runtime.metrics.upgrades.labels(task.task, "adopted").inc()
 
     return adopt
@@ -307,7 +302,7 @@ async def serve_stored_version(runtime: Runtime, name: str, store: GalleryStore)
 
 async def maybe_auto_upgrade(runtime: Runtime, task: TaskRuntime) -> None:
     """Start an upgrade to the repository's newest version when it is newer than the one serving."""
-    if not runtime.settings.auto_upgrade or task.follower is None or task.index is None:
+    if not runtime.settings.auto_upgrade or task.follower is None:  # (None: the index cannot serve, 503)
         return
     if runtime.settings.store_url.startswith("redis"):
         log.info("task %s: auto_upgrade is off with a shared store (replicas would race): use the admin route",
@@ -318,6 +313,6 @@ async def maybe_auto_upgrade(runtime: Runtime, task: TaskRuntime) -> None:
     try:
         status = await start_upgrade(runtime, task, drop_missing=False)
         log.info("task %s: upgrading the gallery from %s to %s", task.task, task.model_version,
-                 status["model_version"])
+                 status.model_version)
     except ApiError as exc:
         log.warning("task %s: not upgrading to the repository's newest version: %s", task.task, exc.detail)

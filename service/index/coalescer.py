@@ -17,13 +17,15 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
 from service.index.search import Query, SearchResult
-from service.index.vector_index import VectorIndex
+
+if TYPE_CHECKING:
+    from service.index.engine import IndexEngine
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 class _Request:
     xq: np.ndarray  # (n, d) prepared
     query: Query
-    index: VectorIndex  # the index it was prepared (model version checked) against: searched in that one
+    index: IndexEngine  # the index it was prepared (model version checked) against: searched in that one
     future: asyncio.Future[SearchResult]
     loop: asyncio.AbstractEventLoop
 
@@ -59,13 +61,14 @@ def _post(request: _Request, result: SearchResult | None, error: BaseException |
 
 
 class CoalescingSearcher:
-    """Async front of one VectorIndex. Use `async with CoalescingSearcher(index) as s:`
+    """Async front of one index engine (`VectorIndex`, `MilvusIndex`).
+    Use `async with CoalescingSearcher(index) as s:`
     or call `close()`; `index` may be replaced (model upgrade) by assigning `searcher.index`: a request
     already accepted is still searched in the index it was checked against (never a mix of models).
     `omp_threads` pins FAISS's OpenMP threads for this searcher's thread (None: FAISS default);
     on small shared CPUs one thread avoids OpenMP's per-call overhead on tiny batches."""
 
-    def __init__(self, index: VectorIndex, *, max_batch: int = 64, max_delay_s: float = 0.002,
+    def __init__(self, index: IndexEngine | None = None, *, max_batch: int = 64, max_delay_s: float = 0.002,
                  omp_threads: int | None = None, name: str = "index-search"):
         if max_batch <= 0:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
@@ -95,12 +98,16 @@ class CoalescingSearcher:
         filter: Mapping[str, Any] | None = None,  # noqa: A002 - the API's word
         min_score: float | None = None,
         model_version: str | None = None,
+        index: IndexEngine | None = None,
     ) -> SearchResult:
-        """Like `VectorIndex.search`, batched with concurrent callers."""
+        """Like `VectorIndex.search`, batched with concurrent callers; in `index` when given (the one a
+        request's model serves: a `Serving` pair), else in `self.index`."""
         if self._closed:
             raise RuntimeError("searcher is closed")
         query = Query(k, filter, min_score)
-        index = self.index
+        index = self.index if index is None else index
+        if index is None:
+            raise RuntimeError("searcher has no index: pass one")
         prepared = index.prepare_queries(xq, model_version)
         loop = asyncio.get_running_loop()
         request = _Request(prepared, query, index, loop.create_future(), loop)

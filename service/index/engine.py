@@ -101,14 +101,3 @@ def open_catalog(engine: str, *, data_dir: Any = None, milvus: MilvusSettings | 
 
         return MilvusCatalog(milvus or MilvusSettings(), flat_below=flat_below)
     raise ValueError(f"UFO_INDEX__ENGINE={engine!r} is not an index engine: use one of {', '.join(ENGINES)}")
-
-
-SERVED_ENGINES = ("faiss",)  # the engines the gateway's start-up path (index/sync.py, api/runtime.py) serves from
-
-
-def require_served_engine(engine: str) -> None:
-    """Refuse at start-up an engine the gateway cannot serve from yet, rather than silently serving FAISS."""
-    if engine not in SERVED_ENGINES:
-        raise ValueError(f"UFO_INDEX__ENGINE={engine!r}: the gateway serves from {', '.join(SERVED_ENGINES)} only "
-                         "so far; the milvus engine is usable through service.index.engine.open_catalog "
-                         "(docs/scale.md says what is missing)")

@@ -82,6 +82,17 @@ class MilvusIndex:
     def _call(self, what: str, call: Callable[[], T]) -> T:
         return guarded(call, f"{what} on {self.collection}", self.retry_after_s)
 
+    # What the index routes and metrics report of a FAISS index; Milvus keeps no delta or tombstones of ours.
+    factory = "milvus"
+    search_params = ""
+    delta_size = 0
+    tombstones = 0
+    built_at: float | None = None
+
+    @property
+    def main_size(self) -> int:
+        return len(self)
+
     # -- introspection -------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -124,6 +135,10 @@ class MilvusIndex:
             self._call("delete", lambda: self.client.delete(self.collection, ids=present))
         self._advance(offset)
         return len(present)
+
+    def clear(self) -> None:
+        """Delete every row (a refill from the store follows)."""
+        self._call("clear", lambda: self.client.delete(self.collection, filter='id != ""'))
 
     def upsert_items(self, items: Sequence[Item], *, offset: int | None = None) -> None:
         for item in items:

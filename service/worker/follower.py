@@ -11,14 +11,13 @@
 - Triggers: delta size, tombstone ratio and schedule are checked every poll; `request_rebuild` is the
   explicit one (the admin route). The queue deduplicates per task.
 - Canary: `observe_query` feeds live queries to a `RecallCanary`, run every `canary_interval_s`.
-- Model upgrades: `serving` is one (model version, index) pair, replaced by one assignment
+- Model upgrades: `serving` (model version, index, searcher) is one value, replaced by one assignment
   (`cut_over`, see `service.worker.upgrade`); a query embedded with `serving.model_version` is searched
   in `serving.index`, never a mix.
+- Engines: a FAISS index is rebuilt by jobs and adopted from snapshots; a Milvus collection indexes and
+  compacts itself, so the follower only applies the log to it and promotes (alias) at a cut-over.
 
-App wiring (see the report / docs): build with `IndexFollower.open(...)`, `await follower.start()`,
-search `follower.serving.index` (or the searcher built on it, re-pointed by `on_swap`), after a store
-write `await follower.sync_to(offset)`, `await follower.status()` for GET /index, `await
-follower.request_rebuild("request")` for POST /index/rebuild, `await follower.close()` on shutdown.
+The gateway and the tests build it the same way: `IndexFollower.open(...)` (`live_index.open_live_index`).
 """
 
 from __future__ import annotations
@@ -31,18 +30,25 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.config import IndexSettings
-from service.index import SnapshotError, VectorIndex, rebuild_from_store
+from service.index import SnapshotError, VectorIndex
 from service.index.errors import ModelVersionError
 from service.store.base import ChangeLogTrimmed, GalleryStore
 from service.worker.canary import RecallCanary
 from service.worker.changes import ApplyStats, Reembedder, follow_log
 from service.worker.fairness import freeze_gc, responsive_gil
+from service.worker.live_index import open_live_index, rebuild_or_refill
 from service.worker.queue import JobQueue, Subscription
 from service.worker.records import JobStatus, SnapshotInfo
 from service.worker.snapshots import SnapshotStore
+from service.worker.upgrade_status import UpgradeStatus
+
+if TYPE_CHECKING:
+    from service.index import CoalescingSearcher, RebuildReport
+    from service.index.engine import EngineCatalog, IndexEngine
+    from service.inference import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +57,18 @@ NEW_MODEL_RETRY_S = 5.0  # a replica that cannot adopt another replica's new mod
 
 @dataclass(frozen=True, slots=True)
 class Serving:
-    """What a query uses together: embed it with `model_version`, search it in `index`."""
+    """What a task serves, as one value replaced by one assignment at a cut-over: embed a query with
+    `model_version` (`info`, the backend's description of it, in the gateway), search it in `index` through
+    `searcher` (the gateway's coalescing searcher, shared across cut-overs; None in workers and tests)."""
 
     model_version: str
-    index: VectorIndex
+    index: IndexEngine
+    searcher: CoalescingSearcher | None = None
+    info: ModelInfo | None = None
+
+    def but(self, index: IndexEngine, info: ModelInfo | None = None) -> Serving:
+        """The next model's serving: its index, the same searcher."""
+        return Serving(index.model_version, index, self.searcher, info)
 
 
 def snapshot_path(info: SnapshotInfo, snapshots: SnapshotStore | None) -> Path:
@@ -85,11 +99,13 @@ def usable_snapshot(info: SnapshotInfo | None, model_version: str, dim: int, sto
 class IndexFollower:
     """One task's live index kept in step with the store and the announced snapshots (module docstring)."""
 
-    def __init__(self, task: str, index: VectorIndex, store: GalleryStore, queue: JobQueue, opts: IndexSettings, *,
+    def __init__(self, task: str, index: IndexEngine, store: GalleryStore, queue: JobQueue, opts: IndexSettings, *,
                  snapshot: SnapshotInfo | None = None, snapshots: SnapshotStore | None = None,
-                 reembed: Reembedder | None = None, on_swap: Callable[[VectorIndex], None] | None = None,
+                 reembed: Reembedder | None = None, on_swap: Callable[[IndexEngine], None] | None = None,
                  on_new_model: Callable[[SnapshotInfo], Any] | None = None,
-                 on_recall: Callable[[str, int, float], None] | None = None, freeze_gc: bool = True):
+                 on_recall: Callable[[str, int, float], None] | None = None, freeze_gc: bool = True,
+                 searcher: CoalescingSearcher | None = None, info: ModelInfo | None = None,
+                 catalog: EngineCatalog | None = None, built: RebuildReport | None = None):
         self.task = task
         self.store = store
         self.queue = queue
@@ -104,9 +120,11 @@ class IndexFollower:
         self.swaps = 0
         self.last_error: str | None = None
         self.model_error: str | None = None  # why another replica's new model is not adopted yet (retried)
-        self.upgrade: dict[str, Any] | None = None  # progress of a model upgrade (service.worker.upgrade)
+        self.upgrade: UpgradeStatus | None = None  # progress of a model upgrade (service.worker.upgrade)
+        self.catalog = catalog  # the engine's catalog: a cut-over promotes the new index there (Milvus alias)
+        self.built = built  # the build from the store at open, when there was one
         self.freeze_gc = freeze_gc  # gc.freeze() after start and swaps: no full-GC stalls mid-rebuild (fairness.py)
-        self._serving = Serving(index.model_version, index)
+        self._serving = Serving(index.model_version, index, searcher, info)
         self._sync_lock = asyncio.Lock()  # log application: catch-ups and a swap's final step
         self.swap_lock = asyncio.Lock()  # one snapshot adoption or cut-over at a time
         self._requested_at = -math.inf
@@ -120,25 +138,17 @@ class IndexFollower:
 
     @classmethod
     async def open(cls, task: str, store: GalleryStore, queue: JobQueue, opts: IndexSettings, *,
-                   model_version: str, dim: int, **options: Any) -> IndexFollower:
-        """A follower starting from the latest snapshot of this model version (caught up from the log), or,
-        without one, from an exact index built from the store here (and a rebuild requested when the
-        gallery is large enough for an approximate index)."""
-        latest = await queue.latest_snapshot(task)
-        if usable_snapshot(latest, model_version, dim, await store.last_offset()):
-            assert latest is not None
-            path = snapshot_path(latest, options.get("snapshots"))
-            try:
-                index = await asyncio.to_thread(VectorIndex.load, path, model_version=model_version)
-                await follow_log(index, store, reembed=options.get("reembed"))
-                return cls(task, index, store, queue, opts, snapshot=latest, **options)
-            except (SnapshotError, ChangeLogTrimmed, OSError) as exc:
-                log.warning("%s: latest snapshot %s not usable (%s); building from the store", task,
-                            latest.version, exc)
-        index = VectorIndex(dim, model_version)
-        await rebuild_from_store(index, store, factory="Flat")
-        follower = cls(task, index, store, queue, opts, **options)
-        if len(index) >= opts.flat_below:
+                   model_version: str, dim: int, local_snapshot: Path | None = None,
+                   **options: Any) -> IndexFollower:
+        """A follower over the task's live index opened and caught up by `open_live_index` (the newest
+        usable snapshot, the engine's live collection, or a build from the store); a rebuild is requested
+        when an exact FAISS index was built for a gallery large enough for an approximate one."""
+        opened = await open_live_index(task, store, queue, model_version=model_version, dim=dim,
+                                       catalog=options.get("catalog"), snapshots=options.get("snapshots"),
+                                       local_snapshot=local_snapshot, reembed=options.get("reembed"))
+        follower = cls(task, opened.index, store, queue, opts, snapshot=opened.snapshot, built=opened.built,
+                       **options)
+        if opened.built is not None and follower.rebuilds and len(opened.index) >= opts.flat_below:
             await follower.request_rebuild("startup")
         return follower
 
@@ -149,8 +159,13 @@ class IndexFollower:
         return self._serving
 
     @property
-    def index(self) -> VectorIndex:
+    def index(self) -> IndexEngine:
         return self._serving.index
+
+    @property
+    def rebuilds(self) -> bool:
+        """Whether this engine's index is rebuilt by jobs and snapshotted (FAISS); Milvus indexes itself."""
+        return isinstance(self.index, VectorIndex)
 
     @property
     def model_version(self) -> str:
@@ -159,7 +174,7 @@ class IndexFollower:
     @property
     def upgrading(self) -> bool:
         """True while a model upgrade runs (no rebuild triggers, no other model's snapshot announced)."""
-        return self.upgrade is not None and self.upgrade.get("state") == "running"
+        return self.upgrade is not None and self.upgrade.running
 
     def observe_query(self, xq: Any) -> None:
         """Offer searched query vectors to the recall canary (cheap; call it on the search path)."""
@@ -178,7 +193,8 @@ class IndexFollower:
             "delta_size": index.delta_size, "tombstones": index.tombstones, "offset": index.offset,
             "built_at": index.built_at, "snapshot": None if snap is None else asdict(snap), "job": job,
             "recall": None if snap is None else snap.recall, "canary_recall": self.canary.recall,
-            "canary_k": self.canary.k, "swaps": self.swaps, "last_error": self.last_error, "upgrade": self.upgrade,
+            "canary_k": self.canary.k, "swaps": self.swaps, "last_error": self.last_error,
+            "upgrade": None if self.upgrade is None else self.upgrade.to_dict(),
         }
 
     # -- writes and rebuild requests -------------------------------------------------------------
@@ -201,7 +217,8 @@ class IndexFollower:
 
     async def check_triggers(self) -> str | None:
         """Request a rebuild when a trigger fires (not again within `min_rebuild_gap_s`); returns the reason."""
-        if time.monotonic() - self._requested_at < self.opts.min_rebuild_gap_s or self.upgrading:
+        if (time.monotonic() - self._requested_at < self.opts.min_rebuild_gap_s or self.upgrading
+                or not self.rebuilds):
             return None
         last = self.snapshot.built_at if self.snapshot is not None else self.index.built_at
         reason = rebuild_reason(self.index, self.opts, last, time.time())
@@ -213,8 +230,9 @@ class IndexFollower:
 
     def wants(self, info: SnapshotInfo) -> bool:
         """True for a loadable snapshot of this task and model that is newer than the one serving."""
-        return (info.task == self.task and info.version not in self._rejected and info.model_version ==
-                self.model_version and info.dim == self.index.dim and info.newer_than(self.snapshot))
+        return (self.rebuilds and info.task == self.task and info.version not in self._rejected
+                and info.model_version == self.model_version and info.dim == self.index.dim
+                and info.newer_than(self.snapshot))
 
     async def adopt(self, info: SnapshotInfo) -> bool:
         """Load `info` beside the live index, replay the log from its offset, swap. Returns True if swapped."""
@@ -249,7 +267,8 @@ class IndexFollower:
                  time.perf_counter() - t0)
         return True
 
-    async def adopt_model(self, info: SnapshotInfo, *, reembed: Reembedder | None = None) -> None:
+    async def adopt_model(self, info: SnapshotInfo, *, reembed: Reembedder | None = None,
+                          model_info: ModelInfo | None = None) -> None:
         """Serve another model version from its announced snapshot (another replica ran the upgrade): load it
         beside the live index, replay the log, cut over. Call it from `on_new_model` once the inference
         backend embeds with `info.model_version`; `reembed` (for that version) re-embeds records the old
@@ -261,15 +280,19 @@ class IndexFollower:
             with responsive_gil():
                 index = await asyncio.to_thread(VectorIndex.load, path, model_version=info.model_version)
             await follow_log(index, self.store, reembed=reembed)
-            await self.cut_over(index, snapshot=info, reembed=reembed)
+            await self.cut_over(index, snapshot=info, reembed=reembed, info=model_info)
 
-    async def cut_over(self, index: VectorIndex, *, snapshot: SnapshotInfo | None = None,
-                       reembed: Reembedder | None = None, skip: Callable[[int], bool] | None = None) -> None:
-        """Serve `index` (another model version) from now on: catch it up, then swap `serving` in one
-        assignment. Caller holds `swap_lock` (see `service.worker.upgrade`)."""
+    async def cut_over(self, index: IndexEngine, *, snapshot: SnapshotInfo | None = None,
+                       reembed: Reembedder | None = None, skip: Callable[[int], bool] | None = None,
+                       info: ModelInfo | None = None) -> None:
+        """Serve `index` (another model version, described by `info`) from now on: catch it up, promote it
+        in the engine's catalog (Milvus: the alias, for restarts and other replicas), then replace `serving`
+        in one assignment. Caller holds `swap_lock` (see `service.worker.upgrade`)."""
         async with self._sync_lock:
             await follow_log(index, self.store, reembed=reembed, skip=skip)
-            self._serving = Serving(index.model_version, index)
+            if self.catalog is not None and not self.rebuilds:
+                await asyncio.to_thread(self.catalog.promote, self.task, index)
+            self._serving = self._serving.but(index, info)
             self.reembed = reembed
             self.snapshot = snapshot
             self.swaps += 1
@@ -284,7 +307,7 @@ class IndexFollower:
             await self.sync_to()
         except ChangeLogTrimmed as exc:
             log.warning("%s: %s; rebuilding from the store", self.task, exc)
-            await rebuild_from_store(self.index, self.store)
+            await rebuild_or_refill(self.index, self.store)
         latest = announced or await self.queue.latest_snapshot(self.task)
         if latest is not None and latest.model_version != self.model_version:
             await self._tell_new_model(latest)
@@ -319,7 +342,7 @@ class IndexFollower:
         self._freeze()
         self._subscription = self.queue.subscribe(self.task)
         self._tasks.append(asyncio.create_task(self._follow(), name=f"follow-{self.task}"))
-        if self.opts.canary_interval_s > 0:
+        if self.opts.canary_interval_s > 0 and self.rebuilds:  # (the canary measures FAISS indexes)
             self._tasks.append(asyncio.create_task(self._canary(), name=f"canary-{self.task}"))
 
     def _freeze(self) -> None:

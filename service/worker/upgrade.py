@@ -10,8 +10,9 @@ backend's embed for the new version passed in. Steps:
 3. catch it up on the writes made meanwhile (old-model records re-embedded from their images);
 4. under the caller's write lock (writes pause, searches continue): the last changes; rewrite the store's
    records as new-model records (so a restart or a rebuild job finds one model version); cut over;
-5. snapshot the new index and announce it: other replicas hear of a new model version (`on_new_model`)
-   and adopt the snapshot once they can embed with it.
+5. FAISS: snapshot the new index and announce it: other replicas hear of a new model version
+   (`on_new_model`) and adopt the snapshot once they can embed with it. Milvus: the new version's
+   collection was filled beside the live one and the cut-over moved the task's alias to it in one call.
 Items without a kept image cannot be re-embedded: the upgrade refuses to start (`UpgradeError` names
 them) unless `drop_missing`, which deletes them at the cut-over (their clients must re-enroll).
 In distributed mode the write lock pauses this gateway only; other replicas are stopped by the store's
@@ -27,11 +28,12 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.config import IndexSettings
+from service.index import OperatingPoint, VectorIndex
 from service.index.vectors import normalize_rows
 from service.store.records import Item
 from service.worker.changes import Embed, Reembedder, follow_log
@@ -40,6 +42,11 @@ from service.worker.images import ImageKeeper
 from service.worker.rebuild import RECALL_K, Gallery, build_beside, choose_factory
 from service.worker.records import SnapshotInfo, new_job_id
 from service.worker.snapshots import SnapshotStore, annotate_sidecar
+from service.worker.upgrade_status import UpgradeStatus
+
+if TYPE_CHECKING:
+    from service.index.engine import IndexEngine
+    from service.inference import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +110,8 @@ async def reembed_gallery(follower: IndexFollower, reembed: Reembedder, *, batch
                 metadata.append(new.metadata)
                 vectors.append(new.vector)
         page.clear()
-        follower.upgrade = (follower.upgrade or {}) | {"embedded": len(ids), "missing": len(missing)}
+        if follower.upgrade is not None:
+            follower.upgrade = follower.upgrade.but(embedded=len(ids), missing=len(missing))
 
     async for item in store.iter_items(1000):
         page.append(item)
@@ -180,44 +188,64 @@ def in_ranges(ranges: list[tuple[int, int]]) -> Any:
 
 async def upgrade_model(follower: IndexFollower, model_version: str, embed: Embed, images: ImageKeeper,
                         snapshots: SnapshotStore, opts: IndexSettings, *, write_lock: asyncio.Lock | None = None,
-                        drop_missing: bool = False, dim: int | None = None) -> UpgradeReport:
+                        drop_missing: bool = False, dim: int | None = None, info: ModelInfo | None = None
+                        ) -> UpgradeReport:
     """Re-embed `follower`'s gallery with `model_version` and cut over (see the module docstring).
     `write_lock`: the lock the app's write path holds around store writes (pauses them for the cut-over);
-    `dim`: the new model's dimension, needed only when the gallery is empty."""
+    `dim`: the new model's dimension, needed only when the gallery is empty; `info`: the backend's
+    description of the new version, served with the new index."""
     if follower.upgrading:
-        raise UpgradeError(f"{follower.task}: an upgrade to {follower.upgrade.get('model_version')} is running")
+        raise UpgradeError(f"{follower.task}: an upgrade to {follower.upgrade.model_version} is running")
     if model_version == follower.model_version:
         raise UpgradeError(f"{follower.task} already serves {model_version}")
     t0 = time.perf_counter()
-    follower.upgrade = {"state": "running", "model_version": model_version, "from": follower.model_version,
-                        "started_at": time.time(), "embedded": 0, "missing": 0, "error": ""}
+    follower.upgrade = UpgradeStatus("running", model_version, follower.model_version, started_at=time.time())
     cached = CachedEmbed(embed)
     reembed = Reembedder(images, cached, model_version)
     try:
         async with follower.swap_lock:  # no snapshot of the old model is adopted meanwhile
             gallery, missing = await reembed_gallery(follower, reembed, drop_missing=drop_missing, dim=dim)
-            factory = choose_factory(len(gallery.ids), gallery.xb.shape[1], opts)
-            index, point, _ = await build_beside(gallery, factory, opts, threads=1)  # FAISS part reniced
+            index, point = await build_new_index(follower, gallery, opts)
             await follow_log(index, follower.store, reembed=reembed)  # writes made while it was built
             async with write_lock or asyncio.Lock():
                 await follow_log(index, follower.store, reembed=reembed)
                 ranges = await fenced_rewrite(follower, reembed, missing, drop_missing)
-                await follower.cut_over(index, reembed=reembed, skip=in_ranges(ranges))
+                await follower.cut_over(index, reembed=reembed, skip=in_ranges(ranges), info=info)
         cached.cache.clear()  # served now; later old-model records are few
-        info = await save_upgrade_snapshot(follower, index, snapshots, point.recall if point else None,
-                                           time.perf_counter() - t0)
-        follower.snapshot = info
-        await follower.queue.announce(info)
+        if isinstance(index, VectorIndex):  # other FAISS replicas adopt the snapshot; Milvus ones share the alias
+            snapshot = await save_upgrade_snapshot(follower, index, snapshots, point.recall if point else None,
+                                                   time.perf_counter() - t0)
+            follower.snapshot = snapshot
+            await follower.queue.announce(snapshot)
     except BaseException as exc:
-        follower.upgrade = follower.upgrade | {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        follower.upgrade = follower.upgrade.but(state="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     report = UpgradeReport(model_version, len(index), cached.embedded, missing, index.offset,
                            time.perf_counter() - t0)
-    follower.upgrade = follower.upgrade | {"state": "done", "finished_at": time.time(), "seconds": report.seconds,
-                                           "embedded": cached.embedded, "dropped": len(missing)}
+    follower.upgrade = follower.upgrade.but(state="done", finished_at=time.time(), seconds=report.seconds,
+                                            embedded=cached.embedded, dropped=len(missing))
     log.info("%s: upgraded to %s: %d items, %d images embedded, %d dropped, %.1f s", follower.task, model_version,
              report.count, report.embedded, len(missing), report.seconds)
     return report
+
+
+async def build_new_index(follower: IndexFollower, gallery: Gallery, opts: IndexSettings
+                          ) -> tuple[IndexEngine, OperatingPoint | None]:
+    """The new version's index beside the live one: FAISS built and tuned like a rebuild job; with Milvus a
+    new collection in the follower's catalog, filled (promoted at the cut-over)."""
+    if follower.rebuilds or follower.catalog is None:
+        factory = choose_factory(len(gallery.ids), gallery.xb.shape[1], opts)
+        index, point, _ = await build_beside(gallery, factory, opts, threads=1)  # FAISS part reniced
+        return index, point
+    catalog, task = follower.catalog, follower.task
+    index = await asyncio.to_thread(catalog.create, task, gallery.model_version, gallery.xb.shape[1],
+                                    n_expected=len(gallery.ids))  # type: ignore[call-arg]
+    for start in range(0, len(gallery.ids), 1000):
+        end = start + 1000
+        await asyncio.to_thread(index.upsert, gallery.ids[start:end], gallery.xb[start:end],
+                                gallery.metadata[start:end], model_version=gallery.model_version)
+    index.offset = gallery.offset
+    return index, None
 
 
 async def save_upgrade_snapshot(follower: IndexFollower, index: Any, snapshots: SnapshotStore,

@@ -20,7 +20,7 @@ def model_status(runtime: Runtime, task: TaskRuntime) -> ModelStatus:
                        available_versions=upgrades.repository_versions(runtime, task),
                        loaded_versions=sorted(runtime.backend.versions(task.task)),
                        images_kept=runtime.settings.keep_images,
-                       upgrade=task.follower.upgrade if task.follower is not None else None)
+                       upgrade=task.follower.upgrade.to_dict() if task.follower and task.follower.upgrade else None)
 
 
 @router.get("", response_model=ModelStatus, dependencies=[ReadScope], responses=problems(*COMMON))

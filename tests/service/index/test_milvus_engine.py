@@ -102,11 +102,3 @@ def test_milvus_going_away_is_index_unavailable(tmp_path: Path) -> None:
         index.search(np.ones(4, np.float32), k=1)
     with pytest.raises(IndexUnavailable):
         index.upsert("b", np.ones(4, np.float32), model_version="ufo_face/1")
-
-
-def test_gateway_refuses_an_engine_it_does_not_serve_yet(monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.app import create_app
-
-    monkeypatch.setenv("UFO_INDEX__ENGINE", "milvus")
-    with pytest.raises(ValueError, match="UFO_INDEX__ENGINE='milvus': the gateway serves from faiss only"):
-        create_app()

@@ -129,7 +129,7 @@ async def test_upgrade_cuts_over_atomically_while_serving(setup) -> None:  # noq
     for item_id in ("i0", "i299", "w19"):
         xq = embed_one(image_of(item_id), NEW)
         assert follower.index.search(xq, 1, model_version=NEW).hits[0][0].id == item_id
-    assert follower.upgrade["state"] == "done" and follower.snapshot.model_version == NEW
+    assert follower.upgrade.state == "done" and follower.snapshot.model_version == NEW
     latest = await follower.queue.latest_snapshot("face")
     assert latest.model_version == NEW and latest.count <= 320  # taken right after the cut-over; the log has the rest
     xq = np.stack([embed_one(image_of(f"i{k}"), NEW) for k in range(10)])
@@ -153,7 +153,7 @@ async def test_upgrade_refuses_items_without_kept_images(setup) -> None:  # noqa
     await follower.sync_to()
     with pytest.raises(UpgradeError, match="no kept source image"):
         await upgrade_model(follower, NEW, Model(), keeper, snapshots, opts)
-    assert follower.model_version == OLD and len(follower.index) == 301 and follower.upgrade["state"] == "failed"
+    assert follower.model_version == OLD and len(follower.index) == 301 and follower.upgrade.state == "failed"
     report = await upgrade_model(follower, NEW, Model(), keeper, snapshots, opts, drop_missing=True)
     assert report.dropped == ["no-image"] and await store.get("no-image") is None
     assert len(follower.index) == await store.count() == 300 and "no-image" not in follower.index
