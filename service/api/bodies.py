@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import binascii
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,7 +22,6 @@ from starlette.datastructures import FormData, UploadFile
 
 from service.api.errors import ApiError, describe_validation, invalid
 from service.api.schemas import (
-    BASE64_PATTERN,
     ID_PATTERN,
     EmbedRequest,
     EnrollBatch,
@@ -34,7 +32,6 @@ from service.api.schemas import (
 from service.config import Limits
 
 M = TypeVar("M", bound=BaseModel)
-_BASE64 = re.compile(BASE64_PATTERN)
 _PLACEHOLDER = "file"  # stands in for an uploaded file while the form is validated as the JSON model
 _JSON_FIELDS = ("metadata", "filter", "embedding")
 RAW = "application/octet-stream"
@@ -68,16 +65,21 @@ class SearchOptions:
 
 def decode_base64(text: str, where: str) -> bytes:
     """Strict base64 of at least one byte (a `data:...,` prefix is allowed): exactly `schemas.BASE64_PATTERN`,
-    which the OpenAPI document publishes; 422 naming the field otherwise."""
-    if not _BASE64.fullmatch(text):
-        raise invalid(f"{where}: not valid base64 (the alphabet A-Z a-z 0-9 + /, whole groups of 4 characters, "
-                      "'=' padding only at the end)")
+    which the OpenAPI document publishes (a test checks the two agree); 422 naming the field otherwise.
+    binascii's strict mode does the checking: running the pattern over a whole image cost 5% of a request."""
     if text.startswith("data:"):
-        text = text.split(",", 1)[1]
+        text = text.partition(",")[2] if "," in text else "!"
     try:
-        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
-        raise invalid(f"{where}: not valid base64 ({exc})") from None
+        if len(text) % 4:  # strict mode lets a stray '=' after whole groups through
+            raise binascii.Error("not whole groups of 4 characters")
+        data = binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+    except (binascii.Error, ValueError) as exc:  # (UnicodeEncodeError is a ValueError)
+        reason = "" if isinstance(exc, UnicodeError) else f" ({exc})"
+        raise invalid(f"{where}: not valid base64{reason}: the alphabet A-Z a-z 0-9 + /, whole groups of 4 "
+                      "characters, '=' padding only at the end") from None
+    if not data:
+        raise invalid(f"{where}: empty; give the base64 of the image file")
+    return data
 
 
 def validate(model: type[M], data: Any) -> M:
