@@ -1,12 +1,13 @@
 """Gateway overhead and served throughput, measured through a real `ufo serve` process over HTTP.
 
-1. Latency at batch 1: p50 of `POST /v1/tasks/{task}/embed` (one base64 image, JSON) through the gateway vs
-   p50 of the direct backend call it makes (`EmbeddedBackend.embed_images` in this process, same repository,
-   same settings: decoding, preprocessing, batcher, ONNX Runtime). Both include decoding the image; the
-   gateway adds HTTP, JSON, base64, auth, limits, metrics and the client. Rounds alternate between the two.
+1. Latency at batch 1: p50 of `POST /v1/tasks/{task}/embed` (one image: base64 in JSON, and the raw bytes as
+   application/octet-stream) through the gateway vs p50 of the direct backend call it makes
+   (`EmbeddedBackend.embed_images` in this process, same repository, same settings: decoding, preprocessing,
+   batcher, ONNX Runtime). Both include decoding the image; the gateway adds HTTP, JSON, base64 (not with raw
+   bodies), auth, limits, metrics and the client. Rounds alternate between the paths.
    Target (docs/benchmarks.md, summary): gateway p50 / direct p50 <= 1.10.
-2. Throughput: `--clients` (32) concurrent single-image clients through the gateway, with the dynamic
-   batcher (default settings) and without it (UFO_EMBEDDED__MAX_BATCH=1), plus the direct in-process
+2. Throughput: `--clients` (32) concurrent single-image clients through the gateway (JSON and raw bodies), with
+   the dynamic batcher (default settings) and without it (UFO_EMBEDDED__MAX_BATCH=1), plus the direct in-process
    backend under the same 32-way concurrency as the reference. The load generator is a minimal keep-alive
    HTTP/1.1 client on asyncio streams (httpx costs more CPU per request than the server does); it runs in
    this process and competes with the server for the same cores, so the CPU time each side used is reported
@@ -14,7 +15,7 @@
 
 All ratios come from one run. The machine may be shared: the CPU count and load average are printed.
 
-    .venv/bin/python bench/gateway_bench.py [--repository R --task face] [--calls 200] [--seconds 5]
+    .venv/bin/python bench/gateway_bench.py [--repository R --task face | --preset small] [--calls 200] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from service.inference.embedded import EmbeddedBackend  # noqa: E402
 
+RAW = "application/octet-stream"
 
-def build_random_repository(root: Path, task: str) -> Path:
-    """The demo preset's largest subnet with random weights (fine for timing), exported for CPU serving."""
+
+def build_random_repository(root: Path, task: str, preset: str = "demo") -> Path:
+    """A preset's largest subnet with random weights (fine for timing), exported for CPU serving."""
     import torch
 
     from model_store.export import export_model
@@ -56,11 +59,11 @@ def build_random_repository(root: Path, task: str) -> Path:
     from ufo.model.presets import get_arch
     from ufo.model.static import StaticViT
 
-    arch = get_arch("demo")
+    arch = get_arch(preset)
     torch.manual_seed(0)
     repository = root / "repo"
     export_model(StaticViT(arch, largest_config(arch)).eval(), repository, model_name=f"ufo_{task}", task=task,
-                 input_size=tuple(arch.img_size), architecture={"preset": "demo", "config": "largest"}, kind="cpu",
+                 input_size=tuple(arch.img_size), architecture={"preset": preset, "config": "largest"}, kind="cpu",
                  verification_threshold=0.5)
     return repository
 
@@ -110,10 +113,11 @@ def gateway(repository: Path, workdir: Path, **settings: str) -> Iterator[tuple[
 
 # -- 1. latency at batch 1 ---------------------------------------------------------------------------------
 
-def time_gateway_calls(conn: http.client.HTTPConnection, task: str, body: bytes, calls: int) -> list[float]:
+def time_gateway_calls(conn: http.client.HTTPConnection, task: str, body: bytes, calls: int,
+                       content_type: str = "application/json") -> list[float]:
     """Sequential keep-alive calls with the standard library's lean client."""
     times = []
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": content_type}
     for _ in range(calls):
         started = time.perf_counter()
         conn.request("POST", f"/v1/tasks/{task}/embed", body=body, headers=headers)
@@ -135,10 +139,11 @@ async def time_direct_calls(backend: EmbeddedBackend, task: str, image: bytes, c
 
 
 def measure_latency(repository: Path, workdir: Path, task: str, image: bytes, calls: int, rounds: int) -> dict:
-    """p50/p90 of gateway vs direct at batch 1, rounds interleaved."""
+    """p50/p90 of gateway (JSON and raw bodies) vs direct at batch 1, rounds interleaved."""
     body = json.dumps({"images": [base64.b64encode(image).decode()]}).encode()
     direct: list[float] = []
     served: list[float] = []
+    served_raw: list[float] = []
     loop = asyncio.new_event_loop()
     backend = EmbeddedBackend(repository, [task])
     loop.run_until_complete(backend.start())
@@ -147,17 +152,21 @@ def measure_latency(repository: Path, workdir: Path, task: str, image: bytes, ca
             conn = http.client.HTTPConnection(*url.removeprefix("http://").split(":"), timeout=30)
             time_gateway_calls(conn, task, body, 20)  # warm-up both paths
             loop.run_until_complete(time_direct_calls(backend, task, image, 20))
+            time_gateway_calls(conn, task, image, 20, RAW)
             for _ in range(rounds):
                 served += time_gateway_calls(conn, task, body, calls)
                 direct += loop.run_until_complete(time_direct_calls(backend, task, image, calls))
+                served_raw += time_gateway_calls(conn, task, image, calls, RAW)
             conn.close()
     finally:
         loop.run_until_complete(backend.close())
         loop.close()
-    p50_direct, p50_served = statistics.median(direct), statistics.median(served)
+    p50_direct, p50_served, p50_raw = (statistics.median(t) for t in (direct, served, served_raw))
     return {"calls_each": len(direct), "direct_p50_ms": 1e3 * p50_direct, "gateway_p50_ms": 1e3 * p50_served,
-            "direct_p90_ms": 1e3 * float(np.percentile(direct, 90)),
-            "gateway_p90_ms": 1e3 * float(np.percentile(served, 90)), "ratio_p50": p50_served / p50_direct}
+            "gateway_raw_p50_ms": 1e3 * p50_raw, "direct_p90_ms": 1e3 * float(np.percentile(direct, 90)),
+            "gateway_p90_ms": 1e3 * float(np.percentile(served, 90)),
+            "gateway_raw_p90_ms": 1e3 * float(np.percentile(served_raw, 90)),
+            "ratio_p50": p50_served / p50_direct, "ratio_p50_raw": p50_raw / p50_direct}
 
 
 # -- 2. throughput with 32 concurrent single-image clients -------------------------------------------------
@@ -208,10 +217,11 @@ class RawClient:
         self.writer.close()
 
 
-def embed_request(task: str, image: bytes) -> bytes:
-    body = json.dumps({"images": [base64.b64encode(image).decode()]}).encode()
-    head = (f"POST /v1/tasks/{task}/embed HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
+def embed_request(task: str, image: bytes, raw: bool = False) -> bytes:
+    """One prepared HTTP/1.1 embed request: base64 in JSON, or (`raw`) the image as the body."""
+    body = image if raw else json.dumps({"images": [base64.b64encode(image).decode()]}).encode()
+    head = (f"POST /v1/tasks/{task}/embed HTTP/1.1\r\nHost: bench\r\nContent-Type: {RAW if raw else 'application/json'}"
+            f"\r\nContent-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
 
 
@@ -221,8 +231,9 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def served_throughput(url: str, pid: int, task: str, image: bytes, clients: int, seconds: float) -> dict:
-    request = embed_request(task, image)
+async def served_throughput(url: str, pid: int, task: str, image: bytes, clients: int, seconds: float,
+                            raw: bool = False) -> dict:
+    request = embed_request(task, image, raw)
     connections = [await RawClient.connect(url) for _ in range(clients)]
     queue: asyncio.Queue[RawClient] = asyncio.Queue()
     for connection in connections:
@@ -260,7 +271,8 @@ def median_result(rounds: list[dict]) -> dict:
 def measure_throughput(repository: Path, workdir: Path, task: str, image: bytes, clients: int,
                        seconds: float, rounds: int) -> dict:
     """Direct, gateway with the batcher, gateway without it: rounds interleaved, medians reported."""
-    runs: dict[str, list[dict]] = {"direct_in_process": [], "gateway_batched": [], "gateway_unbatched": []}
+    runs: dict[str, list[dict]] = {"direct_in_process": [], "gateway_batched": [], "gateway_batched_raw": [],
+                                   "gateway_unbatched": []}
     loop = asyncio.new_event_loop()
     backend = EmbeddedBackend(repository, [task])
     loop.run_until_complete(backend.start())
@@ -269,9 +281,10 @@ def measure_throughput(repository: Path, workdir: Path, task: str, image: bytes,
             for _ in range(rounds):
                 runs["direct_in_process"].append(
                     loop.run_until_complete(direct_throughput(backend, task, image, clients, seconds)))
-                for name, (url, pid) in (("gateway_batched", batched), ("gateway_unbatched", single)):
+                for name, (url, pid), raw in (("gateway_batched", batched, False), ("gateway_unbatched", single, False),
+                                              ("gateway_batched_raw", batched, True)):
                     runs[name].append(loop.run_until_complete(served_throughput(url, pid, task, image, clients,
-                                                                                seconds)))
+                                                                                seconds, raw)))
     finally:
         loop.run_until_complete(backend.close())
         loop.close()
@@ -279,6 +292,8 @@ def measure_throughput(repository: Path, workdir: Path, task: str, image: bytes,
     batched_r, unbatched_r = results["gateway_batched"], results["gateway_unbatched"]
     results["batching_gain"] = batched_r["images_per_s"] / unbatched_r["images_per_s"]
     results["served_vs_direct"] = batched_r["images_per_s"] / results["direct_in_process"]["images_per_s"]
+    results["served_raw_vs_direct"] = (results["gateway_batched_raw"]["images_per_s"]
+                                       / results["direct_in_process"]["images_per_s"])
     results["served_vs_direct_cpu"] = (results["direct_in_process"]["cpu_ms_per_image"]
                                        / batched_r["server_cpu_ms_per_image"])
     return results
@@ -288,6 +303,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, help="an exported model repository (default: random demo ViT)")
     parser.add_argument("--task", default="face")
+    parser.add_argument("--preset", default="demo", help="model preset of the random-weight default repository")
     parser.add_argument("--calls", type=int, default=200, help="sequential calls per path per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every measurement")
     parser.add_argument("--clients", type=int, default=32)
@@ -300,11 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         workdir = Path(tmp)
-        repository = args.repository or build_random_repository(workdir, args.task)
+        repository = args.repository or build_random_repository(workdir, args.task, args.preset)
         image = face_like_image()
         results = {
             "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
-            "repository": str(args.repository or "random demo ViT (largest config)"),
+            "repository": str(args.repository or f"random {args.preset} ViT (largest config)"),
             "latency_batch1": measure_latency(repository, workdir, args.task, image, args.calls, args.rounds),
             "throughput": measure_throughput(repository, workdir, args.task, image, args.clients, args.seconds,
                                              args.rounds),
@@ -313,11 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(results, indent=2))
     lat, thr = results["latency_batch1"], results["throughput"]
     print(f"\nembed p50 at batch 1: gateway {lat['gateway_p50_ms']:.2f} ms vs direct {lat['direct_p50_ms']:.2f} ms "
-          f"-> ratio {lat['ratio_p50']:.2f} (target <= 1.10)")
+          f"-> ratio {lat['ratio_p50']:.2f} (target <= 1.10); raw body {lat['gateway_raw_p50_ms']:.2f} ms -> "
+          f"{lat['ratio_p50_raw']:.2f}")
     print(f"{args.clients} concurrent clients: batched {thr['gateway_batched']['images_per_s']:.0f} img/s, "
           f"unbatched {thr['gateway_unbatched']['images_per_s']:.0f} img/s (gain {thr['batching_gain']:.2f}x); "
           f"direct in-process {thr['direct_in_process']['images_per_s']:.0f} img/s "
-          f"(served/direct {thr['served_vs_direct']:.2f} in img/s, {thr['served_vs_direct_cpu']:.2f} in CPU per image)")
+          f"(served/direct {thr['served_vs_direct']:.2f} in img/s, {thr['served_vs_direct_cpu']:.2f} in CPU/image);\n"
+          f"  raw bodies {thr['gateway_batched_raw']['images_per_s']:.0f} img/s (served/direct "
+          f"{thr['served_raw_vs_direct']:.2f})")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     return 0
