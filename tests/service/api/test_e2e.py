@@ -1,5 +1,6 @@
 """End to end over HTTP against a real `ufo serve` process, once per inference backend: embedded ONNX Runtime,
-and a real tritonserver (the binary bundled in nvidia-pytriton) serving the same repository."""
+and a real tritonserver (the binary bundled in nvidia-pytriton) serving the same repository; and once per index
+engine: FAISS in the gateway, and Milvus (`UFO_INDEX__ENGINE=milvus`, an embedded Milvus Lite file)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ from .conftest import MODELS, RANDOM_THRESHOLD, LiveServer, start_server
 DIM = 128
 
 
-@pytest.fixture(scope="module", params=["embedded", "triton"])
+@pytest.fixture(scope="module", params=["embedded", "triton", "milvus"])
 def server(request: pytest.FixtureRequest, api_repo: Path, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[LiveServer]:
     workdir = tmp_path_factory.mktemp(f"e2e-{request.param}")
-    if request.param == "embedded":
-        live = start_server(api_repo, workdir)
+    if request.param in ("embedded", "milvus"):
+        engine = {} if request.param == "embedded" else milvus_settings(workdir)
+        live = start_server(api_repo, workdir, **engine)
         yield live
         live.stop()
         return
@@ -36,6 +38,15 @@ def server(request: pytest.FixtureRequest, api_repo: Path, tmp_path_factory: pyt
         live = start_server(api_repo, workdir, backend="triton", triton__url=triton.grpc_url)
         yield live
         live.stop()
+
+
+def milvus_settings(workdir: Path) -> dict[str, str]:
+    """The Milvus engine on an embedded Milvus Lite file (the same pymilvus client a cluster uses)."""
+    return {"index__engine": "milvus", "milvus__uri": str(workdir / "milvus.db")}
+
+
+def index_type(server: LiveServer) -> str:
+    return "milvus" if "milvus" in server.log_path.parent.name else "Flat"
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +84,13 @@ def top_ids(client: httpx.Client, **query: object) -> list[str]:
     return [hit["id"] for hit in response.json()["hits"]]
 
 
-def test_tasks_health_and_readiness(client: httpx.Client) -> None:
+def test_tasks_health_and_readiness(client: httpx.Client, server: LiveServer) -> None:
     tasks = {t["task"]: t for t in client.get("/v1/tasks").json()["tasks"]}
     assert sorted(tasks) == ["face", "product"]
     face = tasks["face"]
     assert (face["model_version"], face["embedding_dim"], face["input_size"]) == ("ufo_face/1", DIM, [64, 48])
     assert face["verification_threshold"] == pytest.approx(RANDOM_THRESHOLD)
-    assert face["index_type"] == "Flat"
+    assert face["index_type"] == index_type(server)
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True, ready.text

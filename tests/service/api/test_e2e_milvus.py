@@ -1,0 +1,112 @@
+"""The gateway on the Milvus engine (`UFO_INDEX__ENGINE=milvus`, an embedded Milvus Lite file) over real HTTP,
+beside test_e2e.py's shared suite: a restart loses nothing and writes no index state of the gateway's own; a
+model upgrade fills the new version's collection beside the live one and switches with no mixed answer; the
+trained demo face gallery gives the same rank-1 answers on FAISS and on Milvus."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from .conftest import DEMO_MODELS, export_random_vit, start_server
+from .test_demo_models import b64
+from .test_upgrade_route import N_PEOPLE, SelfSearches, enroll_images, wait_for_answers, wait_for_upgrade
+
+
+def milvus(workdir: Path) -> dict[str, str]:
+    return {"index__engine": "milvus", "milvus__uri": str(workdir / "milvus" / "index.db")}
+
+
+def unit(seed: int, dim: int = 128) -> list[float]:
+    v = np.random.default_rng(seed).standard_normal(dim)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def top_id(client: httpx.Client, seed: int) -> str:
+    response = client.post("/v1/tasks/face/search", json={"embedding": unit(seed), "k": 1})
+    assert response.status_code == 200, response.text
+    return response.json()["hits"][0]["id"]
+
+
+def test_restart_keeps_everything_and_the_gateway_holds_no_index_state(api_repo: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "gw"
+    server = start_server(api_repo, workdir, **milvus(tmp_path))
+    try:
+        with server.client() as client:
+            items = [{"id": f"m{i}", "embedding": unit(i), "metadata": {"n": i, "even": i % 2 == 0}} for i in range(6)]
+            assert client.post("/v1/tasks/face/items", json={"items": items}).status_code == 200
+            assert client.delete("/v1/tasks/face/items/m3").status_code == 204
+            upsert = {"id": "m4", "embedding": unit(40), "metadata": {"n": 40}}
+            assert client.post("/v1/tasks/face/items", json=upsert).status_code == 200
+            rebuild = client.post("/v1/tasks/face/index/rebuild")
+            assert rebuild.status_code == 409 and "Milvus" in rebuild.json()["detail"]
+    finally:
+        server.stop()  # (Milvus Lite re-raises SIGTERM after the graceful shutdown: the exit code is -15)
+    assert "Application shutdown complete" in server.logs()
+    assert not (server.data_dir / "index").exists() and not (server.data_dir / "snapshots").exists()
+    server = start_server(api_repo, workdir, **milvus(tmp_path))
+    try:
+        with server.client() as client:
+            assert client.get("/readyz").json()["checks"]["indexes"] == {"face": "ok", "product": "ok"}
+            index = client.get("/v1/tasks/face/index").json()
+            assert (index["size"], index["type"], index["state"]) == (5, "milvus", "ready")
+            assert [top_id(client, s) for s in (0, 1, 5, 40)] == ["m0", "m1", "m5", "m4"]
+            assert top_id(client, 3) != "m3"  # deleted before the restart: stays deleted
+            even = client.post("/v1/tasks/face/search", json={"embedding": unit(0), "k": 10,
+                                                               "filter": {"even": True}}).json()["hits"]
+            assert sorted(h["id"] for h in even) == ["m0", "m2"]  # m4 was overwritten without `even`
+    finally:
+        server.stop()
+
+
+def test_upgrade_moves_the_alias_with_no_mixed_answer(api_repo: Path, tmp_path: Path,
+                                                      faces: dict[str, list[bytes]]) -> None:
+    repo = Path(shutil.copytree(api_repo, tmp_path / "repo"))
+    gallery = {person: images[0] for person, images in list(faces.items())[:N_PEOPLE]}
+    server = start_server(repo, tmp_path / "gw", **milvus(tmp_path))
+    try:
+        with server.client() as client:
+            enroll_images(client, gallery)
+            export_random_vit(repo, "face", "ufo_face", seed=7)  # version 2 appears in the repository
+            with SelfSearches(server, gallery) as load:
+                wait_for_answers(load)
+                started = client.post("/v1/tasks/face/model/upgrade", json={})
+                assert started.status_code == 202, started.text
+                upgrade = wait_for_upgrade(client)
+                wait_for_answers(load, len(load.answers) + len(gallery))  # some after the cut-over
+            assert upgrade["state"] == "done" and upgrade["from"] == "ufo_face/1", upgrade
+            assert not load.failures, load.failures[:3]
+            assert {version for *_, version in load.answers} == {"ufo_face/1", "ufo_face/2"}
+            assert all(top == query and score > 0.99 for query, top, score, _ in load.answers)  # never a mix
+    finally:
+        server.stop()
+    server = start_server(repo, tmp_path / "gw", **milvus(tmp_path))  # the alias names v2's collection now
+    try:
+        with server.client() as client:
+            assert client.get("/v1/tasks/face/model").json()["model_version"] == "ufo_face/2"
+            assert client.get("/v1/tasks/face/index").json()["size"] == N_PEOPLE
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not (DEMO_MODELS / "ufo_face").is_dir(), reason="no trained demo repository (demo/models)")
+def test_demo_face_gallery_same_rank1_on_both_engines(tmp_path: Path, faces: dict[str, list[bytes]]) -> None:
+    gallery = [{"id": f"{p}_{n + 1:04d}", "image": b64(images[n]), "metadata": {"person": p}}
+               for p, images in faces.items() for n in range(5)]
+    answers = {}
+    for engine, settings in (("faiss", {}), ("milvus", milvus(tmp_path))):
+        server = start_server(DEMO_MODELS, tmp_path / engine, **settings)
+        try:
+            with server.client() as client:
+                assert client.post("/v1/tasks/face/items", json={"items": gallery}).status_code == 200
+                answers[engine] = [[(h["id"], round(h["score"], 4)) for h in client.post(
+                    "/v1/tasks/face/search", json={"image": b64(image), "k": 3}).json()["hits"]]
+                    for images in faces.values() for image in images[5:]]
+        finally:
+            server.stop()
+    assert [a[0][0] for a in answers["faiss"]] == [a[0][0] for a in answers["milvus"]]  # the same rank-1
+    assert answers["faiss"] == answers["milvus"]  # and the same top 3 with the same scores
