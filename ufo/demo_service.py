@@ -28,7 +28,7 @@ CHUNK = 64  # items per batch-enroll request
 
 
 def gallery_and_queries(task: str, data_root: Path) -> tuple[list[Sample], list[Sample]]:
-    from ufo.data.splits import load_task_data
+    from ufo.datasets import load_task_data
 
     test = load_task_data(task, data_root).test
     protocol = get_task(task).protocol

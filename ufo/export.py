@@ -74,7 +74,7 @@ def parity_images(eval_set: EvalSet, img_size: tuple[int, int]) -> np.ndarray:
 def export_run(run_dir: str | Path, repository: str | Path, data_root: str | Path, tasks: tuple[str, ...],
                kind: str = "auto", precision: str = "fp32", instances: int = 2) -> list[Path]:
     from model_store.export import export_model
-    from ufo.data.splits import load_task_data
+    from ufo.datasets import load_task_data
 
     run_dir = Path(run_dir)
     results_path = Path("docs/results.json")

@@ -145,8 +145,8 @@ def test_the_factory_and_the_config_name_bad_choices(tmp_path):
 
 
 def test_ufo_train_passes_the_loader_options(monkeypatch):
-    from ufo_cli.main import build_parser
     from ufo.train import run
+    from ufo_cli.main import build_parser
 
     seen = {}
 

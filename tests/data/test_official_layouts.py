@@ -17,8 +17,8 @@ from tests.data.trees import (
     write_image,
 )
 from ufo.data.readers_lists import read_msmt17, read_veri_labels, read_veri_lists
-from ufo.data.splits import load_task_data, read_task_splits
 from ufo.data.types import DataError
+from ufo.datasets import load_task_data, read_task_splits
 
 # ---- MSMT17 ----------------------------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 
 from tests.data.trees import make_face_task, make_market, make_sop, make_veri
-from ufo.data.splits import load_task_data, make_face_pairs, split_query_gallery
+from ufo.data.splits import make_face_pairs, split_query_gallery
 from ufo.data.types import DataError, Sample
+from ufo.datasets import load_task_data
 
 MAKERS = {"person": make_market, "vehicle": make_veri, "product": make_sop, "face": make_face_task}
 

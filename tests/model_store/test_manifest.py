@@ -30,7 +30,8 @@ def test_exported_manifest_validates_against_the_schema_file(repo: Path) -> None
 
 @pytest.mark.parametrize(
     "change",
-    [{"task": "Cats!"}, {"task": "../face"}, {"onnx_sha256": "abc"}, {"unexpected": 1}, {"schema_version": 2}, {"version": 0}],
+    [{"task": "Cats!"}, {"task": "../face"}, {"onnx_sha256": "abc"}, {"unexpected": 1}, {"schema_version": 2},
+     {"version": 0}],
 )
 def test_manifest_rejects_bad_fields(repo: Path, change: dict) -> None:
     data = json.loads((repo / "tiny" / "1" / "manifest.json").read_text())

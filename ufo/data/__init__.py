@@ -2,7 +2,8 @@
 
 Modules: `types` (records), `readers` (Market/MSMT, VeRi, SOP, face folders + pairs, class folders),
 `readers_lists` (the official MSMT17 and VeRi-776 list files), `loader` (streaming training batches),
-`splits` (`load_task_data`), `images` (the paper's preprocessing, `ImageCache`), `augment`, `sampling`
+`task_readers` (one per layout family), `splits` (train / val / test by protocol; `ufo.datasets.load_task_data`
+reads a task), `images` (the paper's preprocessing, `ImageCache`), `augment`, `sampling`
 (`IdentitySampler`, `TaskStream`), `demo` (`ufo data demo`). Names below are imported lazily, so importing
 `ufo.data` (or `ufo.data.images` from the service) never pulls in torch.
 """
@@ -17,8 +18,7 @@ _EXPORTS = {
     "read_market": "readers", "read_veri": "readers", "read_sop": "readers", "read_face_folders": "readers",
     "read_face_pairs": "readers", "read_class_folders": "readers",
     "read_msmt17": "readers_lists", "read_veri_lists": "readers_lists", "read_veri_labels": "readers_lists",
-    "load_task_data": "splits",
-    "load_image": "images", "preprocess": "images", "normalize": "images", "ImageCache": "images",
+    "load_image": "images", "preprocess": "images", "ImageCache": "images",
     "AugmentConfig": "augment", "augment_batch": "augment",
     "IdentitySampler": "sampling", "ShuffleSampler": "sampling", "TaskStream": "sampling",
     "LoaderStream": "loader", "make_task_stream": "loader",

@@ -1,14 +1,5 @@
-"""Task datasets: train / val / test for one task from `<root>/<task>/` in that task's standard layout.
-
-Layouts under `<root>/<task>/`:
-- face: `train/<identity>/*` and `test/<identity>/*` face folders, and `test/pairs.txt` (LFW format).
-- person: Market-1501 (`bounding_box_train/`, `query/`, `bounding_box_test/`) or the MSMT17 release
-  (`list_train.txt`, `list_query.txt`, `list_gallery.txt`, `train/`, `test/`).
-- vehicle: VeRi-776 with its name lists (`name_train.txt`, `name_query.txt`, `name_test.txt`, labels from
-  `train_label.xml` / `test_label.xml` when present) or, without the lists, the image folders alone
-  (`image_train/`, `image_query/`, `image_test/`).
-  A re-id folder holding none of its task's layouts is one DataError listing what each layout needs.
-- product: Stanford Online Products (`Ebay_train.txt`, `Ebay_test.txt`, image paths relative to the folder).
+"""A task's train / val / test splits from what its reader found, by the task's evaluation protocol (the
+protocols: `ufo.tasks`). `ufo.datasets.load_task_data` reads a task folder and calls `split_task`.
 
 Splits:
 - train: the training identities that are not held out, labels remapped to 0..C-1 in sorted order of the
@@ -35,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from ufo.data.types import DataError, EvalSet, Sample, TaskData
-from ufo.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +75,21 @@ def make_face_pairs(
     return pairs + [(i, j, False) for i, j in sorted(different)]
 
 
-def _eligible(task: str, samples: list[Sample]) -> bool:
-    if get_task(task).protocol == "reid":
+def _eligible(protocol: str, samples: list[Sample]) -> bool:
+    if protocol == "reid":
         return len({s.camera for s in samples}) >= 2
     return len(samples) >= 2
 
 
 def hold_out_identities(
-    task: str, train: Sequence[Sample], val_fraction: float, seed: int
+    task: str, protocol: str, train: Sequence[Sample], val_fraction: float, seed: int
 ) -> tuple[list[Sample], dict[int, list[Sample]]]:
     """(kept train samples, held-out identity -> samples); see the module docstring for the rule."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     groups = group_by_label(train)
     wanted = min(int(round(val_fraction * len(groups))), len(groups) - 1)
-    eligible = sorted(label for label, group in groups.items() if _eligible(task, group))
+    eligible = sorted(label for label, group in groups.items() if _eligible(protocol, group))
     if wanted > len(eligible):
         log.warning("%s: only %d identities can form a val set, %d wanted", task, len(eligible), wanted)
         wanted = len(eligible)
@@ -109,11 +99,10 @@ def hold_out_identities(
     return kept, {label: groups[label] for label in sorted(held)}
 
 
-def build_val_set(task: str, held: dict[int, list[Sample]], seed: int) -> EvalSet:
+def build_val_set(protocol: str, held: dict[int, list[Sample]], seed: int) -> EvalSet:
     """EvalSet over held-out identities, by the task's protocol (module docstring)."""
     rng = np.random.default_rng([seed, 1])  # a stream apart from the identity choice
     samples = [s for label in sorted(held) for s in held[label]]
-    protocol = get_task(task).protocol
     if protocol == "reid":
         query, gallery = [], []
         for label in sorted(held):
@@ -132,21 +121,13 @@ def remap_labels(samples: Sequence[Sample]) -> tuple[list[Sample], int]:
     return [Sample(s.path, mapping[s.label], s.camera) for s in samples], len(mapping)
 
 
-def read_task_splits(task: str, folder: Path) -> tuple[list[Sample], EvalSet]:
-    """(train samples with original labels, the dataset's own test EvalSet) from `folder`, by the task's reader."""
-    return get_task(task).read_splits(folder)
-
-
-def load_task_data(task: str, root: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> TaskData:
-    """TaskData for `task` from `<root>/<task>/`: train (remapped labels), val (held-out train identities),
-    test (the dataset's own test split). Deterministic for a given `seed`."""
-    folder = Path(root) / task
-    if not folder.is_dir():
-        raise DataError(f"broken layout: task folder {folder} does not exist (expected <root>/{task}/)")
-    train_all, test = read_task_splits(task, folder)
-    kept, held = hold_out_identities(task, train_all, val_fraction, seed)
+def split_task(task: str, protocol: str, train_all: list[Sample], test: EvalSet, *, val_fraction: float,
+               seed: int) -> TaskData:
+    """TaskData: train (remapped labels), val (held-out train identities), test (the dataset's own split).
+    Deterministic for a given `seed`."""
+    kept, held = hold_out_identities(task, protocol, train_all, val_fraction, seed)
     train, num_classes = remap_labels(kept)
-    val = build_val_set(task, held, seed)
+    val = build_val_set(protocol, held, seed)
     log.info(
         "%s: train %d images / %d ids, val %d ids (%d query, %d gallery), test %d query / %d gallery",
         task, len(train), num_classes, len(held), len(val.query), len(val.gallery), len(test.query),

@@ -75,7 +75,7 @@ def load_models(run_dir: Path, task: str) -> tuple[dict[str, StaticViT], dict[st
 
 
 def _task_data(task: str, data_root: str | Path, train_cfg: dict[str, Any]) -> TaskData:
-    from ufo.data.splits import load_task_data
+    from ufo.datasets import load_task_data
 
     return load_task_data(task, data_root, val_fraction=train_cfg.get("val_fraction", 0.2),
                           seed=train_cfg.get("seed", 0))

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def load_search_inputs(checkpoint: str | Path, task: str, data_root: str | Path):
     """The supernet and the task's data split exactly as its training run split it."""
-    from ufo.data.splits import load_task_data
+    from ufo.datasets import load_task_data
 
     ckpt = load_checkpoint(checkpoint)
     model = supernet_from_checkpoint(checkpoint, ckpt)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def load_data(root: str | Path, tasks: tuple[str, ...], val_fraction: float, seed: int) -> dict[str, TaskData]:
-    from ufo.data.splits import load_task_data
+    from ufo.datasets import load_task_data
 
     return {t: load_task_data(t, root, val_fraction=val_fraction, seed=seed) for t in tasks}
 
