@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ("dev-cpu", "prod-gpu")
+OVERLAYS = ("dev-cpu", "prod-gpu", "milvus")
 COMPONENT = "app.kubernetes.io/component"
 
 # UFO_* variables that are read outside service/config.py Settings, and the file that reads each one.

@@ -16,12 +16,13 @@ import yaml
 from .helpers import ROOT, cli_option, environment, interpolate, settings_from_env, unknown_ufo_variables
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-SERVICES = {"triton", "triton-cpu", "gateway", "worker", "gateway-gpu", "worker-gpu", "redis", "prometheus", "grafana"}
+SERVICES = {"triton", "triton-cpu", "gateway", "worker", "gateway-gpu", "worker-gpu", "redis", "prometheus", "grafana",
+            "milvus-etcd", "milvus-minio", "milvus-standalone", "gateway-milvus", "worker-milvus"}
 ALWAYS_ON = {"redis", "prometheus", "grafana"}
 # The `gpu` profile's twins of the gateway and the worker (GPU image, a GPU for FAISS), and the profiles of each.
 GPU_TWINS = {"gateway-gpu": "gateway", "worker-gpu": "worker"}
 APP_PROFILES = {"gateway": ["cpu", "embedded"], "worker": ["cpu", "embedded"], "gateway-gpu": ["gpu"],
-                "worker-gpu": ["gpu"]}
+                "worker-gpu": ["gpu"], "gateway-milvus": ["milvus"], "worker-milvus": ["milvus"]}
 GPU_HOLDERS = {"triton", *GPU_TWINS}
 DASHBOARD_METRICS = ("ufo_http_requests_total", "ufo_http_request_duration_seconds", "ufo_inference_batch_size",
                      "ufo_index_items", "ufo_index_rebuilds_total", "ufo_index_recall_at_k", "ufo_model_info",
@@ -75,12 +76,12 @@ def _volume_target(spec: str | dict) -> tuple[str, str, bool]:
 def test_services_and_profiles(services):
     assert set(services) == SERVICES, f"compose services {sorted(services)}, expected {sorted(SERVICES)}"
     assert services["triton"].get("profiles") == ["gpu"], "the GPU Triton belongs to the `gpu` profile"
-    assert services["triton-cpu"].get("profiles") == ["cpu"], "the CPU Triton belongs to the `cpu` profile"
+    assert services["triton-cpu"].get("profiles") == ["cpu", "milvus"], "the CPU Triton: `cpu` and `milvus` profiles"
     for name in ALWAYS_ON:
         assert not services[name].get("profiles"), f"{name} must run in every profile"
     for name, profiles in APP_PROFILES.items():
         assert services[name].get("profiles") == profiles, f"{name}: profiles {services[name].get('profiles')}"
-    for profile in ("gpu", "cpu"):
+    for profile in ("gpu", "cpu", "milvus"):
         names = _names_on_network(services, profile)
         assert {"triton", "gateway", "worker"} <= names, f"no host triton/gateway/worker in the {profile} profile"
 
@@ -155,7 +156,7 @@ def test_gateway_and_worker_settings_agree_with_service_config(services, monkeyp
             f"{name}: UFO_DATA_DIR={settings.data_dir} must be a writable volume")
         assert mounts[str(settings.data_dir)][0] == "ufo-data", f"{name}: data dir must be the shared ufo-data"
         assert str(settings.repository) in mounts, f"{name}: UFO_REPOSITORY={settings.repository} is not mounted"
-        for profile in {"gpu", "cpu"} & set(APP_PROFILES[name]):
+        for profile in {"gpu", "cpu", "milvus"} & set(APP_PROFILES[name]):
             hosts = _names_on_network(services, profile)
             triton_host = settings.triton.url.split(":")[0]
             assert triton_host in hosts, f"{name}: UFO_TRITON__URL host {triton_host} unknown in profile {profile}"
@@ -224,7 +225,7 @@ def test_grafana_provisions_the_dashboard(services):
         assert word in titles, f"no dashboard panel about {word}"
 
 
-@pytest.mark.parametrize("profile", ["gpu", "cpu"])
+@pytest.mark.parametrize("profile", ["gpu", "cpu", "milvus"])
 def test_docker_compose_config_accepts_the_file(profile):
     binary = shutil.which("docker-compose")
     if binary is None:
