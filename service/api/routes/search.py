@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.api import gallery
 from service.api.bodies import SearchInput, SearchOptions, openapi_body, read_search
 from service.api.deps import ReadScope, RuntimeDep, TaskDep
-from service.api.routes.responses import BODY, INFERENCE, problems
+from service.api.routes.responses import BODY, INFERENCE, fast_json, problems
 from service.api.runtime import model_version_of
-from service.api.schemas import Hit, SearchRequest, SearchResponse
+from service.api.schemas import SearchRequest, SearchResponse
 
 DEFAULT_K = SearchRequest.model_fields["k"].default
 router = APIRouter(prefix="/v1/tasks/{task}", tags=["gallery"], dependencies=[ReadScope])
@@ -33,14 +33,16 @@ async def search_query(
 @router.post("/search", response_model=SearchResponse, responses=problems(*INFERENCE, *BODY, 409),
              openapi_extra=openapi_body(SearchRequest, form="SearchRequest", raw=True))
 async def search_gallery(runtime: RuntimeDep, task: TaskDep,
-                         query: Annotated[SearchInput, Depends(search_query)]) -> SearchResponse:
+                         query: Annotated[SearchInput, Depends(search_query)]) -> Response:
     """Top-k items by cosine similarity, with an optional metadata equality filter and minimum score.
     `no_match` is true when no hit reaches the model's calibrated threshold. The query image may be sent as the
     body itself (`application/octet-stream`, options `k` and `min_score` in the query string; a `filter` needs
     a JSON or multipart body)."""
     found = await gallery.search(runtime, task, query)
-    return SearchResponse(
-        hits=[Hit(id=h.id, score=max(-1.0, min(1.0, h.score)), metadata=h.metadata) for h in found.hits],
-        no_match=found.no_match, threshold=found.info.verification_threshold,
-        model_version=model_version_of(found.info),
-    )
+    # A SearchResponse as documented, serialised by orjson (no model built and validated twice per answer).
+    return fast_json({
+        "hits": [{"id": h.id, "score": max(-1.0, min(1.0, float(h.score))), "metadata": h.metadata}
+                 for h in found.hits],
+        "no_match": found.no_match, "threshold": found.info.verification_threshold,
+        "model_version": model_version_of(found.info),
+    })
