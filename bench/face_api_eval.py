@@ -32,7 +32,7 @@ from model_store.manifest import MANIFEST_FILE, read_manifest  # noqa: E402
 from ufo.data.images import ImageCache  # noqa: E402
 from ufo.data.readers import read_face_folders  # noqa: E402
 from ufo.data.types import Sample  # noqa: E402
-from ufo.demo_service import enroll_gallery, gallery_and_queries, item_id  # noqa: E402
+from ufo.demo.service import enroll_gallery, gallery_and_queries, item_id  # noqa: E402
 from ufo.metrics.baselines import fit_fisherfaces, fit_pixels  # noqa: E402
 from ufo.metrics.reid import UNKNOWN_CAMERA, evaluate_reid  # noqa: E402
 
@@ -102,7 +102,7 @@ def ensure_data(data: Path) -> bool:
         return True
     print(f"{data} does not exist: building the demo data (`ufo data demo --out {data}`)", flush=True)
     try:
-        from ufo.data.demo import build_demo
+        from ufo.demo.build import build_demo
 
         build_demo(data)
     except Exception as exc:  # noqa: BLE001 - any failure: say how to build it by hand

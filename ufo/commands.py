@@ -19,7 +19,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     demo = data_sub.add_parser("demo", help="build the offline demo set for all four tasks")
     demo.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
     demo.add_argument("--seed", type=int, default=0)
-    _handler(demo, "ufo.data.demo:cli_demo")
+    _handler(demo, "ufo.demo.build:cli_demo")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -131,7 +131,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--data", default="data/demo", help="demo data (`ufo data demo`)")
     demo.add_argument("--data-dir", default="var/demo", help="store, index snapshots and kept images")
     demo.add_argument("--port", type=int, default=8080)
-    _handler(demo, "ufo.demo_service:cli_demo")
+    _handler(demo, "ufo.demo.service:cli_demo")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

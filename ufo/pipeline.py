@@ -108,7 +108,7 @@ def run_pipeline(preset: str, data_root: str | Path, run_dir: str | Path, docs_d
                  tasks: tuple[str, ...], params_ratio: float, flops_ratio: float | None, settings: EvolutionSettings,
                  train_overrides: dict[str, Any] | None = None, finetune_steps: int = 0,
                  force: bool = False, jobs: int = 1, compare_runs: tuple[str | Path, ...] = ()) -> dict[str, Any]:
-    from ufo.data.demo import build_demo
+    from ufo.demo.build import build_demo
     from ufo.model.config import largest_config
     from ufo.model.cost import subnet_cost
     from ufo.model.presets import get_arch

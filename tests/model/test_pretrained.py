@@ -339,8 +339,8 @@ def test_layers_the_supernet_lacks_and_unreadable_files_are_refused(tmp_path):
 
 
 def test_ufo_train_init_reaches_the_trainer(monkeypatch, tmp_path):
-    from ufo_cli.main import build_parser
     from ufo.train import run
+    from ufo_cli.main import build_parser
 
     seen = []
 

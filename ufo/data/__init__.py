@@ -1,10 +1,10 @@
-"""Datasets: readers for the standard layouts, task splits, preprocessing, augmentation, samplers, demo set.
+"""Datasets: readers for the standard layouts, task splits, preprocessing, augmentation, samplers.
 
 Modules: `types` (records), `readers` (Market/MSMT, VeRi, SOP, face folders + pairs, class folders),
 `readers_lists` (the official MSMT17 and VeRi-776 list files), `loader` (streaming training batches),
 `task_readers` (one per layout family), `splits` (train / val / test by protocol; `ufo.datasets.load_task_data`
 reads a task), `images` (the paper's preprocessing, `ImageCache`), `augment`, `sampling`
-(`IdentitySampler`, `TaskStream`), `demo` (`ufo data demo`). Names below are imported lazily, so importing
+(`IdentitySampler`, `TaskStream`); the demo set is built by `ufo.demo`. Names below are imported lazily, so importing
 `ufo.data` (or `ufo.data.images` from the service) never pulls in torch.
 """
 
@@ -22,7 +22,6 @@ _EXPORTS = {
     "AugmentConfig": "augment", "augment_batch": "augment",
     "IdentitySampler": "sampling", "ShuffleSampler": "sampling", "TaskStream": "sampling",
     "LoaderStream": "loader", "make_task_stream": "loader",
-    "build_demo": "demo",
 }
 __all__ = sorted(_EXPORTS)
 

