@@ -33,7 +33,7 @@ from service.config import Settings
 from service.index import CoalescingSearcher
 from service.index.build import configure_gpu
 from service.index.engine import open_catalog
-from service.index.errors import ModelVersionError
+from service.index.errors import IndexUnavailable, ModelVersionError
 from service.inference import InferenceBackend, ModelInfo
 from service.metrics import GatewayMetrics
 from service.store import GalleryStore, open_store
@@ -154,6 +154,9 @@ async def stop_runtime(runtime: Runtime, *, save: bool = True) -> None:
             await save_task_snapshot(task, runtime.settings)
         await task.store.close()
     if runtime.catalog is not None:
-        await asyncio.to_thread(runtime.catalog.close)
+        try:  # offsets not checkpointed (Milvus down) are caught up from the store's log at the next start
+            await asyncio.to_thread(runtime.catalog.close)
+        except IndexUnavailable as exc:
+            log.warning("could not checkpoint the index offsets: %s", exc)
     await runtime.backend.close()
     runtime.executor.shutdown(wait=False, cancel_futures=True)

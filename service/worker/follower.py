@@ -120,6 +120,7 @@ class IndexFollower:
         self.swaps = 0
         self.last_error: str | None = None
         self.model_error: str | None = None  # why another replica's new model is not adopted yet (retried)
+        self.engine_error: str | None = None  # why the index engine (Milvus) did not answer the last round
         self.upgrade: UpgradeStatus | None = None  # progress of a model upgrade (service.worker.upgrade)
         self.catalog = catalog  # the engine's catalog: a cut-over promotes the new index there (Milvus alias)
         self.built = built  # the build from the store at open, when there was one
@@ -301,8 +302,20 @@ class IndexFollower:
         self._freeze()
         log.info("%s: cut over to model %s (%d items)", self.task, index.model_version, len(index))
 
+    @property
+    def health_problem(self) -> str | None:
+        """Why this task should not be sent traffic (/readyz), or None."""
+        return self.engine_error or self.model_error
+
     async def poll(self, announced: SnapshotInfo | None = None) -> None:
-        """One round of upkeep: catch up the log, adopt a newer snapshot, check the triggers."""
+        """One round of upkeep: check the engine, catch up the log, adopt a newer snapshot, check the triggers."""
+        if not self.rebuilds:  # an index outside this process: is it answering? (/readyz reports it)
+            try:
+                await asyncio.to_thread(len, self.index)
+                self.engine_error = None
+            except Exception as exc:
+                self.engine_error = str(exc)
+                raise
         try:
             await self.sync_to()
         except ChangeLogTrimmed as exc:

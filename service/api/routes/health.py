@@ -49,7 +49,7 @@ def index_check(task: TaskRuntime) -> str:
     """'ok', or why the task's index cannot serve (including: behind another replica's model upgrade)."""
     if task.problem or task.index is None:
         return task.problem or "not loaded"
-    return (task.follower.model_error if task.follower is not None else None) or "ok"
+    return (task.follower.health_problem if task.follower is not None else None) or "ok"
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}})

@@ -12,7 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
-from .conftest import DEMO_MODELS, export_random_vit, start_server
+from service.app import create_app
+
+from .conftest import DEMO_MODELS, app_settings, export_random_vit, start_server
 from .test_demo_models import b64
 from .test_upgrade_route import N_PEOPLE, SelfSearches, enroll_images, wait_for_answers, wait_for_upgrade
 
@@ -110,3 +112,30 @@ def test_demo_face_gallery_same_rank1_on_both_engines(tmp_path: Path, faces: dic
             server.stop()
     assert [a[0][0] for a in answers["faiss"]] == [a[0][0] for a in answers["milvus"]]  # the same rank-1
     assert answers["faiss"] == answers["milvus"]  # and the same top 3 with the same scores
+
+
+
+@pytest.mark.anyio
+async def test_milvus_down_is_503_and_not_ready(api_repo: Path, tmp_path: Path) -> None:
+    """In process (Milvus Lite runs inside the gateway's process: its server is released, as an outage)."""
+    import asyncio
+
+    from milvus_lite.server_manager import server_manager_instance
+
+    uri = str(tmp_path / "milvus" / "index.db")
+    settings = app_settings(api_repo, tmp_path, index={"engine": "milvus", "poll_interval_s": 0.1},
+                            milvus={"uri": uri})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(  # a 503 from the catch-all handler,
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),  # which Starlette re-raises
+            base_url="http://gateway") as client:
+        assert (await client.post("/v1/tasks/face/items", json={"id": "a", "embedding": unit(1)})).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        server_manager_instance.release_server(uri)
+        search = await client.post("/v1/tasks/face/search", json={"embedding": unit(1), "k": 1})
+        assert search.status_code == 503 and "Retry-After" in search.headers, search.text
+        for _ in range(2400):  # the follower's next round pings the engine (a busy machine: generous)
+            if (ready := await client.get("/readyz")).status_code == 503:
+                break
+            await asyncio.sleep(0.05)
+        assert ready.status_code == 503 and "Milvus" in ready.json()["checks"]["indexes"]["face"], ready.text
