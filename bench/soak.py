@@ -154,6 +154,8 @@ def summarise(record: Record, args: argparse.Namespace, sent: int) -> dict:
     windows = []
     for w in sorted({w for w, _ in record.latencies}):
         row: dict = {"window": w, "from_s": w * args.window_s}
+        in_window = [b for t, b in record.rss if w * args.window_s <= t < (w + 1) * args.window_s]
+        row["rss_mb"] = (in_window or [record.rss[-1][1]])[-1] / 2**20  # at the window's end
         every = [x for (win, _), xs in record.latencies.items() if win == w for x in xs]
         row["all"] = {"count": len(every), "p50_ms": 1e3 * float(np.percentile(every, 50)),
                       "p99_ms": 1e3 * float(np.percentile(every, 99))}

@@ -54,6 +54,7 @@ def test_the_report_measures_rss_from_the_warm_up_and_counts_errors() -> None:
     assert report["rss"]["after_warmup_mb"] == 100 and report["rss"]["max_mb"] == 130
     assert report["rss"]["growth_after_warmup"] == pytest.approx(0.10)
     assert [w["all"]["count"] for w in report["windows"]] == [1, 2]
+    assert [w["rss_mb"] for w in report["windows"]] == [50, 130]
     assert report["p99_ms_after_warmup"]["max"] == pytest.approx(29.9, abs=0.1)
 
 
