@@ -34,6 +34,7 @@ from service.index import CoalescingSearcher
 from service.index.build import configure_gpu
 from service.index.engine import open_catalog
 from service.index.errors import IndexUnavailable, ModelVersionError
+from service.index.snapshot import save_snapshot
 from service.inference import InferenceBackend, ModelInfo
 from service.metrics import GatewayMetrics
 from service.store import GalleryStore, open_store
@@ -98,7 +99,7 @@ async def save_task_snapshot(task: TaskRuntime, settings: Settings) -> None:
     if task.follower is None or not task.follower.rebuilds:
         return
     try:
-        await asyncio.to_thread(task.follower.index.save, snapshot_path(settings.data_dir, task.task))
+        await asyncio.to_thread(save_snapshot, task.follower.index, snapshot_path(settings.data_dir, task.task))
     except OSError as exc:
         log.warning("task %s: could not save the index snapshot: %s", task.task, exc)
 

@@ -14,6 +14,7 @@ import re
 import threading
 from pathlib import Path
 
+from service.index.snapshot import load_snapshot, save_snapshot
 from service.index.vector_index import VectorIndex
 
 LIVE_NAME = "live.json"
@@ -49,7 +50,7 @@ class FaissCatalog:
             if not pointer.is_file():
                 return None
             live = json.loads(pointer.read_text())
-            index = VectorIndex.load(self._task_dir(task) / live["slug"] / DATA_NAME,
+            index = load_snapshot(self._task_dir(task) / live["slug"] / DATA_NAME,
                                      model_version=live["model_version"])
             self._live[task] = index
             return index
@@ -71,7 +72,7 @@ class FaissCatalog:
             if index is None:
                 return
             slug = version_slug(index.model_version)
-            index.save(self._task_dir(task) / slug / DATA_NAME)
+            save_snapshot(index, self._task_dir(task) / slug / DATA_NAME)
             _write_json_atomic(self._task_dir(task) / LIVE_NAME, {"slug": slug, "model_version": index.model_version})
 
     def close(self) -> None:

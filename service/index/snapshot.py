@@ -177,8 +177,9 @@ def _write_json(payload: dict[str, Any], target: Path) -> None:
         os.fsync(f.fileno())
 
 
-def save_snapshot(index: VectorIndex, path: Path) -> dict[str, Any]:
+def save_snapshot(index: VectorIndex, path: str | Path) -> dict[str, Any]:
     """Write `index` to `path` + `path.json` atomically; return the sidecar dict."""
+    path = Path(path)
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     state = _capture(index)
@@ -241,8 +242,11 @@ def verify_snapshot(path: Path) -> dict[str, Any]:
     return sidecar
 
 
-def load_snapshot(path: Path, *, model_version: str | None = None, use_gpu: bool | None = None) -> VectorIndex:
-    """Verify and load a snapshot into a new VectorIndex (main on GPU when available/asked)."""
+def load_snapshot(path: str | Path, *, model_version: str | None = None, use_gpu: bool | None = None
+                  ) -> VectorIndex:
+    """Verify and load a snapshot into a new VectorIndex (main on GPU when available/asked); refuse one of
+    another model version when `model_version` is given."""
+    path = Path(path)
     from service.index.vector_index import VectorIndex
 
     t0 = time.perf_counter()

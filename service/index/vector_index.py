@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -361,18 +360,3 @@ class VectorIndex:
         if view.main is not None:
             set_search_params(view.main, params)
         self.search_params = params
-
-    # -- snapshots -----------------------------------------------------------------------------
-
-    def save(self, path: str | Path) -> dict[str, Any]:
-        """Atomic snapshot (data file + JSON sidecar); returns the sidecar."""
-        from service.index.snapshot import save_snapshot
-
-        return save_snapshot(self, Path(path))
-
-    @classmethod
-    def load(cls, path: str | Path, *, model_version: str | None = None, use_gpu: bool | None = None) -> VectorIndex:
-        """Load and verify a snapshot; refuse one of another model version when given."""
-        from service.index.snapshot import load_snapshot
-
-        return load_snapshot(Path(path), model_version=model_version, use_gpu=use_gpu)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from service.config import IndexSettings
 from service.index import SnapshotError, VectorIndex
 from service.index.errors import ModelVersionError
+from service.index.snapshot import load_snapshot
 from service.store.base import ChangeLogTrimmed, GalleryStore
 from service.worker.canary import RecallCanary
 from service.worker.changes import ApplyStats, Reembedder, follow_log
@@ -246,7 +247,7 @@ class IndexFollower:
             try:
                 path = snapshot_path(info, self.snapshots)
                 with responsive_gil():  # the load parses labels in Python beside the search path
-                    fresh = await asyncio.to_thread(VectorIndex.load, path, model_version=live.model_version)
+                    fresh = await asyncio.to_thread(load_snapshot, path, model_version=live.model_version)
                 await follow_log(fresh, self.store, reembed=self.reembed)  # the bulk, while live serves
                 async with self._sync_lock:  # the last few changes, then the one-assignment swap
                     await follow_log(fresh, self.store, reembed=self.reembed)
@@ -279,7 +280,7 @@ class IndexFollower:
                 return  # same model: `adopt` (the poll loop) handles it
             path = snapshot_path(info, self.snapshots)
             with responsive_gil():
-                index = await asyncio.to_thread(VectorIndex.load, path, model_version=info.model_version)
+                index = await asyncio.to_thread(load_snapshot, path, model_version=info.model_version)
             await follow_log(index, self.store, reembed=reembed)
             await self.cut_over(index, snapshot=info, reembed=reembed, info=model_info)
 

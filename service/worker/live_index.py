@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from service.index import RebuildReport, SnapshotError, VectorIndex, read_sidecar, rebuild_from_store
 from service.index.errors import ModelVersionError
+from service.index.snapshot import load_snapshot
 from service.index.vectors import check_model_version
 from service.store.base import ChangeLogTrimmed, GalleryStore
 from service.worker.changes import Reembedder, follow_log
@@ -102,7 +103,7 @@ async def load_caught_up(task: str, candidate: Candidate, store: GalleryStore, m
                          reembed: Reembedder | None) -> VectorIndex | None:
     """The snapshot loaded and caught up from the log, or None (logged) when it cannot be used."""
     try:
-        index = await asyncio.to_thread(VectorIndex.load, candidate.path, model_version=model_version)
+        index = await asyncio.to_thread(load_snapshot, candidate.path, model_version=model_version)
         stats = await follow_log(index, store, reembed=reembed)
     except (SnapshotError, ChangeLogTrimmed, ModelVersionError, OSError) as exc:
         log.warning("%s: snapshot %s not usable (%s); trying the next source", task, candidate.path, exc)

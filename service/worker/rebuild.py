@@ -29,6 +29,7 @@ from service.index import OperatingPoint, VectorIndex, exact_knn, resolve_factor
 from service.index.build import build_main, configure_gpu
 from service.index.errors import ModelVersionError
 from service.index.exact import set_faiss_threads
+from service.index.snapshot import save_snapshot
 from service.index.vectors import normalize_rows
 from service.store import open_store
 from service.store.base import GalleryStore
@@ -203,7 +204,7 @@ async def run_rebuild(job: Job, store: GalleryStore, snapshots: SnapshotStore, o
     index, point, faiss_seconds = await build_beside(gallery, factory, opts, threads=threads)
     version = snapshots.new_version(gallery.offset, job.id)
     path = snapshots.data_path(job.task, version)
-    sidecar = await asyncio.to_thread(index.save, path)
+    sidecar = await asyncio.to_thread(save_snapshot, index, path)
     build_seconds = time.perf_counter() - t0
     recall = None if point is None else point.recall
     extra = {"task": job.task, "version": version, "job_id": job.id, "reason": job.reason, "recall": recall,

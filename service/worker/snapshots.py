@@ -1,7 +1,7 @@
 """Versioned snapshots on shared storage: `<root>/<task>/<version>/index.snapshot` (+ `.json` sidecar),
 and `<root>/<task>/latest.json`, the `SnapshotInfo` of the newest one.
 
-The data file and its sidecar are written by `VectorIndex.save` (temp + fsync + os.replace, sidecar last,
+The data file and its sidecar are written by `save_snapshot` (temp + fsync + os.replace, sidecar last,
 sha256 of the data file inside). The worker then adds its own fields to the sidecar (recall, build
 duration, job id) with the same temp + replace, and only then points `latest.json` at the version and
 announces it: a reader that follows the pointer never finds a half-written snapshot. Version names sort

@@ -34,6 +34,7 @@ import numpy as np
 
 from service.config import IndexSettings
 from service.index import OperatingPoint, VectorIndex
+from service.index.snapshot import save_snapshot
 from service.index.vectors import normalize_rows
 from service.store.records import Item
 from service.worker.changes import Embed, Reembedder, follow_log
@@ -254,7 +255,7 @@ async def save_upgrade_snapshot(follower: IndexFollower, index: Any, snapshots: 
     job_id = f"upgrade-{new_job_id()}"
     version = snapshots.new_version(index.offset, job_id)
     path = snapshots.data_path(follower.task, version)
-    sidecar = await asyncio.to_thread(index.save, path)
+    sidecar = await asyncio.to_thread(save_snapshot, index, path)
     await asyncio.to_thread(annotate_sidecar, path, {"task": follower.task, "version": version, "job_id": job_id,
                                                      "reason": "model-upgrade", "recall": recall, "recall_k": RECALL_K,
                                                      "build_seconds": seconds})

@@ -8,6 +8,7 @@ import pytest
 
 from service.index import VectorIndex
 from service.index.build import GpuOptions, build_index, configure_gpu, is_gpu_index, to_cpu
+from service.index.snapshot import load_snapshot, save_snapshot
 
 from .conftest import skip_without_faiss_gpu
 
@@ -60,8 +61,8 @@ def test_tombstones_and_snapshots_on_gpu_equal_cpu(tmp_path) -> None:
         index.delete("id5")
         index.upsert("id7", xb[9:10], model_version="m/1")  # an overwrite tombstones the old row
         path = tmp_path / f"snap-{use_gpu}"
-        index.save(path)
-        loaded = VectorIndex.load(path, model_version="m/1", use_gpu=use_gpu)
+        save_snapshot(index, path)
+        loaded = load_snapshot(path, model_version="m/1", use_gpu=use_gpu)
         for name, current in (("live", index), ("loaded", loaded)):
             hits = current.search(xb[:12], 5, model_version="m/1").hits
             results[(use_gpu, name)] = [[h.id for h in row] for row in hits]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from service.index import ModelVersionError, SnapshotError, VectorIndex, read_sidecar
+from service.index.snapshot import load_snapshot, save_snapshot
 from tests.service.index.data import clustered, ids_for
 
 V = "v7"
@@ -29,14 +30,14 @@ def live() -> VectorIndex:
 
 def test_round_trip_gives_the_same_results(live: VectorIndex, tmp_path: Path) -> None:
     path = tmp_path / "face" / "index.snap"
-    sidecar = live.save(path)
+    sidecar = save_snapshot(live, path)
     assert sidecar["model_version"] == V and sidecar["count"] == len(live) == 1470
     assert sidecar["offset"] == 52 and sidecar["factory"] == "IVF{nlist},Flat"
     assert sidecar["checksum"]["algorithm"] == "sha256" and len(sidecar["checksum"]["value"]) == 64
     assert sidecar["built_at"] is not None and read_sidecar(path) == sidecar
     assert sorted(p.name for p in path.parent.iterdir()) == ["index.snap", "index.snap.json"]  # no temp left
 
-    loaded = VectorIndex.load(path, model_version=V)
+    loaded = load_snapshot(path, model_version=V)
     assert (len(loaded), loaded.offset, loaded.search_params) == (len(live), 52, "nprobe=3")
     assert (loaded.main_size, loaded.delta_size, loaded.tombstones) == (live.main_size, live.delta_size,
                                                                         live.tombstones)
@@ -52,50 +53,50 @@ def test_round_trip_gives_the_same_results(live: VectorIndex, tmp_path: Path) ->
 
 
 def test_empty_index_round_trip(tmp_path: Path) -> None:
-    VectorIndex(8, V).save(tmp_path / "empty")
-    loaded = VectorIndex.load(tmp_path / "empty")
+    save_snapshot(VectorIndex(8, V), tmp_path / "empty")
+    loaded = load_snapshot(tmp_path / "empty")
     assert len(loaded) == 0 and loaded.dim == 8 and loaded.search(np.ones(8, np.float32)).hits == [[]]
 
 
 def test_a_corrupted_snapshot_is_refused(live: VectorIndex, tmp_path: Path) -> None:
     path = tmp_path / "index.snap"
-    live.save(path)
+    save_snapshot(live, path)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(SnapshotError, match="corrupted or partially written"):
-        VectorIndex.load(path)
+        load_snapshot(path)
 
 
 def test_a_truncated_snapshot_is_refused(live: VectorIndex, tmp_path: Path) -> None:
     path = tmp_path / "index.snap"
-    live.save(path)
+    save_snapshot(live, path)
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(SnapshotError, match="sha256"):
-        VectorIndex.load(path)
+        load_snapshot(path)
 
 
 def test_missing_sidecar_or_file_is_refused(live: VectorIndex, tmp_path: Path) -> None:
     path = tmp_path / "index.snap"
     with pytest.raises(SnapshotError, match="does not exist"):
-        VectorIndex.load(path)
-    live.save(path)
+        load_snapshot(path)
+    save_snapshot(live, path)
     (tmp_path / "index.snap.json").unlink()
     with pytest.raises(SnapshotError, match="no sidecar"):
-        VectorIndex.load(path)
+        load_snapshot(path)
 
 
 def test_a_snapshot_of_another_model_version_is_refused(live: VectorIndex, tmp_path: Path) -> None:
     path = tmp_path / "index.snap"
-    live.save(path)
+    save_snapshot(live, path)
     with pytest.raises(ModelVersionError, match="holds model version 'v7', expected 'v8'"):
-        VectorIndex.load(path, model_version="v8")
+        load_snapshot(path, model_version="v8")
 
 
 def test_resaving_replaces_atomically(live: VectorIndex, tmp_path: Path) -> None:
     path = tmp_path / "index.snap"
-    live.save(path)
+    save_snapshot(live, path)
     small = VectorIndex.build(["a"], np.ones((1, 32), np.float32), model_version=V)
-    small.save(path)
+    save_snapshot(small, path)
     assert json.loads((tmp_path / "index.snap.json").read_text())["count"] == 1
-    assert len(VectorIndex.load(path)) == 1
+    assert len(load_snapshot(path)) == 1

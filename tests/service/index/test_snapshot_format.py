@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 
 from service.index import SnapshotError, VectorIndex
-from service.index.snapshot import FORMAT, decode_texts, encode_texts, sha256_file, sidecar_path
+from service.index.snapshot import (
+    FORMAT,
+    decode_texts,
+    encode_texts,
+    load_snapshot,
+    save_snapshot,
+    sha256_file,
+    sidecar_path,
+)
 from tests.service.index.data import clustered
 
 V = "v7"
@@ -71,13 +79,13 @@ def test_texts_round_trip_through_arrays() -> None:
 
 def test_odd_ids_and_metadata_survive_a_round_trip(tmp_path: Path) -> None:
     index = odd_index()
-    sidecar = index.save(tmp_path / "snap")
+    sidecar = save_snapshot(index, tmp_path / "snap")
     assert sidecar["format"] == FORMAT == "ufo-index-snapshot/2"
     with zipfile.ZipFile(tmp_path / "snap") as zf:
         assert "labels.json" not in zf.namelist()
         ids = decode_texts(npy(zf.read("ids_utf8.npy")), npy(zf.read("ids_ends.npy")))
     assert ids[ODD_IDS.index("emoji-🙂")] == ""  # dead labels are not kept
-    loaded = VectorIndex.load(tmp_path / "snap", model_version=V)
+    loaded = load_snapshot(tmp_path / "snap", model_version=V)
     assert loaded.metadata_of("delta-日本") == {"new": "ß"} and "emoji-🙂" not in loaded
     assert_same_index(index, loaded)
 
@@ -102,20 +110,20 @@ def to_format_1(index: VectorIndex) -> Any:
 
 def test_a_format_1_snapshot_still_loads(tmp_path: Path) -> None:
     index = odd_index()
-    index.save(tmp_path / "snap")
+    save_snapshot(index, tmp_path / "snap")
     rewrite(tmp_path / "snap", to_format_1(index))
-    assert_same_index(index, VectorIndex.load(tmp_path / "snap", model_version=V))
+    assert_same_index(index, load_snapshot(tmp_path / "snap", model_version=V))
 
 
 def test_an_unknown_format_is_refused(tmp_path: Path) -> None:
-    odd_index().save(tmp_path / "snap")
+    save_snapshot(odd_index(), tmp_path / "snap")
     rewrite(tmp_path / "snap", lambda entries, sidecar: sidecar.update(format="ufo-index-snapshot/9"))
     with pytest.raises(SnapshotError, match="unknown format 'ufo-index-snapshot/9'"):
-        VectorIndex.load(tmp_path / "snap")
+        load_snapshot(tmp_path / "snap")
 
 
 def test_label_arrays_that_do_not_add_up_are_refused(tmp_path: Path) -> None:
-    odd_index().save(tmp_path / "snap")
+    save_snapshot(odd_index(), tmp_path / "snap")
 
     def shorten(entries: dict[str, bytes], sidecar: dict[str, Any]) -> None:
         buf = io.BytesIO()
@@ -124,4 +132,4 @@ def test_label_arrays_that_do_not_add_up_are_refused(tmp_path: Path) -> None:
 
     rewrite(tmp_path / "snap", shorten)
     with pytest.raises(SnapshotError, match="label offsets"):
-        VectorIndex.load(tmp_path / "snap")
+        load_snapshot(tmp_path / "snap")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from service.index import ModelVersionError, RebuildReport, VectorIndex, catch_up, rebuild_from_store, sync_with_store
+from service.index.snapshot import load_snapshot, save_snapshot
 from service.store import ChangeLogTrimmed, Item, SQLiteStore
 from tests.service.index.data import clustered
 
@@ -50,13 +51,13 @@ async def test_snapshot_then_catch_up_reaches_the_store_state(store: SQLiteStore
     index = VectorIndex(D, V)
     offset = await store.upsert(items(0, 300, seed=1))
     index.upsert_items(items(0, 300, seed=1), offset=offset)
-    index.save(tmp_path / "snap")
+    save_snapshot(index, tmp_path / "snap")
     # the service keeps writing after the snapshot, then restarts from it
     await store.upsert(items(250, 400, seed=2))
     for i in range(0, 300, 7):
         await store.delete(f"id{i}")
     await store.upsert(items(0, 5, seed=3))
-    restored = VectorIndex.load(tmp_path / "snap", model_version=V)
+    restored = load_snapshot(tmp_path / "snap", model_version=V)
     assert restored.offset == offset
     applied = await catch_up(restored, store, batch=50)
     assert applied == await store.last_offset() - offset and restored.offset == await store.last_offset()
@@ -117,11 +118,11 @@ async def test_a_trimmed_log_forces_a_rebuild_instead_of_a_silent_gap(store: SQL
     index = VectorIndex(D, V)
     offset = await store.upsert(items(0, 50, seed=7))
     index.upsert_items(items(0, 50, seed=7), offset=offset)
-    index.save(tmp_path / "snap")
+    save_snapshot(index, tmp_path / "snap")
     await store.upsert(items(40, 90, seed=8))
     await store.delete("id3")
     await store.trim_changes(await store.last_offset())  # a later snapshot let the log go
-    restored = VectorIndex.load(tmp_path / "snap")
+    restored = load_snapshot(tmp_path / "snap")
     with pytest.raises(ChangeLogTrimmed):
         await catch_up(restored, store)
     report = await sync_with_store(restored, store)

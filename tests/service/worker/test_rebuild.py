@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from service.config import IndexSettings
-from service.index import ModelVersionError, VectorIndex, exact_knn, recall_at_k, suggest_nlist, verify_snapshot
+from service.index import ModelVersionError, exact_knn, recall_at_k, suggest_nlist, verify_snapshot
+from service.index.snapshot import load_snapshot
 from service.store import Item, SQLiteStore
 from service.worker.rebuild import NothingToBuild, choose_factory, fill_factory, run_rebuild
 from service.worker.records import Job, SnapshotInfo
@@ -56,7 +57,7 @@ async def test_rebuild_builds_tunes_and_snapshots(sqlite_store: SQLiteStore, tmp
     assert snapshots.read_latest("face") is None  # written, not announced yet
 
     # the recorded recall holds on fresh held-out queries against brute force
-    index = VectorIndex.load(path, model_version=V)
+    index = load_snapshot(path, model_version=V)
     assert index.search_params == info.search_params and "id7" not in index
     state = {item.id: item.vector async for item in sqlite_store.iter_items()}
     ids = sorted(state)
