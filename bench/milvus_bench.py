@@ -256,7 +256,8 @@ def report(rows: list[dict], args: argparse.Namespace, argv: list[str]) -> str:
                                          if "insert_s" in r else "")
         tuned = r["params"] + (f" (engine default: recall {r['engine_default_recall']:.3f})"
                                if "engine_default_recall" in r else "")
-        lines.append(f"| {r['engine']} | {build} | {tuned} | {r['recall']:.3f} | {r['qps_batched']:,.0f} | "
+        recall = f"{r['recall']:.4f}" + (" (below target)" if r["recall"] < args.target_recall else "")
+        lines.append(f"| {r['engine']} | {build} | {tuned} | {recall} | {r['qps_batched']:,.0f} | "
                      f"{r['qps_single']:,.0f} | {r['p50_steady_ms']:.2f} / {r['p99_steady_ms']:.2f} | "
                      f"{r['p50_writes_ms']:.2f} / {r['p99_writes_ms']:.2f} | {r['p99_ratio']:.2f} | "
                      f"{r['writes_per_s']:,.0f}{' (' + r['write_error'] + ')' if r['write_error'] else ''} |")
