@@ -10,7 +10,8 @@ over (the steps are `service.worker.upgrade.upgrade_model`; this module wires th
   default version and the metrics. A request that embedded with the old model and reaches the new index is
   refused by the index's model-version check and retried once by `gallery` with the new model: never a mix.
 - Other replicas hear of the new model's snapshot (`IndexFollower.on_new_model`), load that version in
-  their backend and adopt the snapshot (`adopt_new_model`).
+  their backend and adopt the snapshot (`adopt_new_model`); with Milvus their follower sees the task's alias
+  name the new version's collection, and they adopt that collection the same way.
 - The parity gate (`parity_gate`, `model_store.serving_parity`): a version goes live only after the backend
   that serves it embeds the manifest's parity images within `parity.serving_min_cosine` of the reference:
   at start (the gateway refuses to start), before an upgrade (422, the old version keeps serving) and before
@@ -260,7 +261,8 @@ async def run_upgrade(runtime: Runtime, task: TaskRuntime, info: ModelInfo, drop
 
 def adopt_new_model(runtime: Runtime, task: TaskRuntime) -> Callable[[SnapshotInfo], Any]:
     """The follower's `on_new_model` hook: another replica upgraded; load the version and adopt its snapshot
-    (an error propagates: the follower reports it in `model_error` and retries)."""
+    (Milvus: the collection the alias names); an error propagates: the follower reports it in `model_error`
+    and retries."""
 
     async def adopt(snapshot: SnapshotInfo) -> None:
         follower = task.live()

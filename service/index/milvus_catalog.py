@@ -69,14 +69,34 @@ class MilvusCatalog:
     def open(self, task: str) -> MilvusIndex | None:
         if task in self._live:
             return self._live[task]
+        name = self.aliased(task)
+        if name is None:
+            return None
+        index = self._index_of(name)
+        self._live[task] = index
+        return index
+
+    def aliased(self, task: str) -> str | None:
+        """The collection the task's alias names now, read from Milvus (another process may have moved it)."""
         alias = self.alias(task)
         aliases = self._call("list aliases", lambda: self.client.list_aliases()).get("aliases", [])
         if alias not in aliases:
             return None
-        name = self._call("describe alias", lambda: self.client.describe_alias(alias))["collection_name"]
-        index = self._index_of(name)
-        self._live[task] = index
-        return index
+        return self._call("describe alias", lambda: self.client.describe_alias(alias))["collection_name"]
+
+    def live_properties(self, task: str, serving: str | None = None) -> dict[str, str] | None:
+        """The properties (`ufo.model_version`, `ufo.dim`, `ufo.offset`) and `name` of the collection the alias
+        names now, when it is not `serving` (None: it is, or there is no alias). One call when nothing moved."""
+        name = self.aliased(task)
+        if name is None or name == serving:
+            return None
+        props = self._call("describe", lambda: self.client.describe_collection(name)).get("properties", {})
+        return {**props, "name": name}
+
+    def reopen(self, task: str) -> MilvusIndex | None:
+        """The collection the alias names now, opened afresh (another replica promoted another version)."""
+        self._live.pop(task, None)
+        return self.open(task)
 
     def _index_of(self, name: str) -> MilvusIndex:
         props = self._call("describe", lambda: self.client.describe_collection(name)).get("properties", {})
@@ -92,7 +112,7 @@ class MilvusCatalog:
             raise ValueError(f"need a positive dim and a model version, got {dim} / {model_version!r}")
         name = self.collection(task, model_version)
         live = self._live.get(task)
-        if live is not None and live.collection == name:
+        if (live is not None and live.collection == name) or self.aliased(task) == name:  # (another replica's)
             raise ValueError(f"{model_version!r} is already the live version of task {task!r}")
         if self._call("has collection", lambda: self.client.has_collection(name)):
             self._call("drop", lambda: self.client.drop_collection(name))

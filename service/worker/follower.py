@@ -8,14 +8,14 @@
   from the snapshot's offset into it, and swaps it in with one assignment (`VectorIndex.finish_rebuild`:
   the same `VectorIndex` object, so the app's searcher keeps working); writes that raced with the load
   are journaled and replayed. Tombstones hold throughout: deletes are log entries like any other.
-- Triggers: delta size, tombstone ratio and schedule are checked every poll; `request_rebuild` is the
-  explicit one (the admin route). The queue deduplicates per task.
-- Canary: `observe_query` feeds live queries to a `RecallCanary`, run every `canary_interval_s`.
+- Triggers: delta size, tombstone ratio, schedule (every poll), `request_rebuild` (the admin route); the
+  queue deduplicates per task. Canary: `observe_query` feeds live queries to a `RecallCanary`.
 - Model upgrades: `serving` (model version, index, searcher) is one value, replaced by one assignment
-  (`cut_over`, see `service.worker.upgrade`); a query embedded with `serving.model_version` is searched
-  in `serving.index`, never a mix.
+  (`cut_over`, `service.worker.upgrade`): a query embedded with its model is searched in its index.
 - Engines: a FAISS index is rebuilt by jobs and adopted from snapshots; a Milvus collection indexes and
-  compacts itself, so the follower only applies the log to it and promotes (alias) at a cut-over.
+  compacts itself, so the follower only applies the log to it and promotes (alias) at a cut-over. Each
+  round it also reads the task's alias: when another replica moved it to another model version's collection,
+  that is handed to `on_new_model` like a FAISS snapshot of a new model, and adopted the same way.
 
 The gateway and the tests build it the same way: `IndexFollower.open(...)` (`live_index.open_live_index`).
 """
@@ -40,7 +40,7 @@ from service.store.base import ChangeLogTrimmed, GalleryStore
 from service.worker.canary import RecallCanary
 from service.worker.changes import ApplyStats, Reembedder, follow_log
 from service.worker.fairness import freeze_gc, responsive_gil
-from service.worker.live_index import open_live_index, rebuild_or_refill
+from service.worker.live_index import alias_moved, open_live_index, rebuild_or_refill, reopen_aliased
 from service.worker.queue import JobQueue, Subscription
 from service.worker.records import JobStatus, SnapshotInfo
 from service.worker.snapshots import SnapshotStore
@@ -271,28 +271,33 @@ class IndexFollower:
 
     async def adopt_model(self, info: SnapshotInfo, *, reembed: Reembedder | None = None,
                           model_info: ModelInfo | None = None) -> None:
-        """Serve another model version from its announced snapshot (another replica ran the upgrade): load it
-        beside the live index, replay the log, cut over. Call it from `on_new_model` once the inference
+        """Serve another model version from its announced snapshot, or (Milvus) from the collection the alias
+        names (another replica ran the upgrade): open it beside the live index, replay the log, cut over
+        (Milvus: without moving the alias, already there). Call it from `on_new_model` once the inference
         backend embeds with `info.model_version`; `reembed` (for that version) re-embeds records the old
         model still writes meanwhile, else they are skipped."""
         async with self.swap_lock:
             if info.model_version == self.model_version:
                 return  # same model: `adopt` (the poll loop) handles it
-            path = snapshot_path(info, self.snapshots)
-            with responsive_gil():
-                index = await asyncio.to_thread(load_snapshot, path, model_version=info.model_version)
+            if self.rebuilds or self.catalog is None:
+                with responsive_gil():
+                    index = await asyncio.to_thread(load_snapshot, snapshot_path(info, self.snapshots),
+                                                    model_version=info.model_version)
+            else:
+                index = await asyncio.to_thread(reopen_aliased, self.catalog, self.task, info)
             await follow_log(index, self.store, reembed=reembed)
-            await self.cut_over(index, snapshot=info, reembed=reembed, info=model_info)
+            await self.cut_over(index, snapshot=info if self.rebuilds else None, reembed=reembed, info=model_info,
+                                promote=self.rebuilds)
 
     async def cut_over(self, index: IndexEngine, *, snapshot: SnapshotInfo | None = None,
                        reembed: Reembedder | None = None, skip: Callable[[int], bool] | None = None,
-                       info: ModelInfo | None = None) -> None:
+                       info: ModelInfo | None = None, promote: bool = True) -> None:
         """Serve `index` (another model version, described by `info`) from now on: catch it up, promote it
-        in the engine's catalog (Milvus: the alias, for restarts and other replicas), then replace `serving`
-        in one assignment. Caller holds `swap_lock` (see `service.worker.upgrade`)."""
+        in the engine's catalog (Milvus: the alias, for restarts and other replicas; not when adopting another
+        replica's), then replace `serving` in one assignment. Caller holds `swap_lock` (`service.worker.upgrade`)."""
         async with self._sync_lock:
             await follow_log(index, self.store, reembed=reembed, skip=skip)
-            if self.catalog is not None and not self.rebuilds:
+            if promote and self.catalog is not None and not self.rebuilds:
                 await asyncio.to_thread(self.catalog.promote, self.task, index)
             self._serving = self._serving.but(index, info)
             self.reembed = reembed
@@ -309,20 +314,26 @@ class IndexFollower:
         return self.engine_error or self.model_error
 
     async def poll(self, announced: SnapshotInfo | None = None) -> None:
-        """One round of upkeep: check the engine, catch up the log, adopt a newer snapshot, check the triggers."""
+        """One round of upkeep: check the engine, catch up the log, adopt a newer snapshot or (Milvus) the
+        collection another replica promoted, check the triggers."""
+        moved = None
         if not self.rebuilds:  # an index outside this process: is it answering? (/readyz reports it)
             try:
                 await asyncio.to_thread(len, self.index)
+                if self.catalog is not None:
+                    moved = await asyncio.to_thread(alias_moved, self.catalog, self.task, self.index)
                 self.engine_error = None
             except Exception as exc:
                 self.engine_error = str(exc)
                 raise
+            if moved is None:
+                self._notified.clear()  # serving what the alias names: a later move is news again
         try:
             await self.sync_to()
         except ChangeLogTrimmed as exc:
             log.warning("%s: %s; rebuilding from the store", self.task, exc)
             await rebuild_or_refill(self.index, self.store)
-        latest = announced or await self.queue.latest_snapshot(self.task)
+        latest = moved if not self.rebuilds else announced or await self.queue.latest_snapshot(self.task)
         if latest is not None and latest.model_version != self.model_version:
             await self._tell_new_model(latest)
         elif latest is not None and self.wants(latest) and not self.swap_lock.locked():

@@ -170,3 +170,24 @@ async def rebuild_or_refill(index: IndexEngine, store: GalleryStore) -> None:
         await rebuild_from_store(index, store)
     else:
         await refill(index, store)
+
+
+def alias_moved(catalog: EngineCatalog, task: str, serving: IndexEngine) -> SnapshotInfo | None:
+    """Milvus: the collection the task's alias names now, when another process moved it off `serving`'s
+    (a model upgrade on another replica), described as the snapshot a FAISS replica would adopt; else None."""
+    props = catalog.live_properties(task, getattr(serving, "collection", None))  # type: ignore[attr-defined]
+    if props is None:
+        return None
+    return SnapshotInfo(task=task, version=props["name"], path="", model_version=props["ufo.model_version"],
+                        dim=int(props["ufo.dim"]), count=0, offset=int(props.get("ufo.offset", 0)), factory="milvus",
+                        search_params="", recall=None, recall_k=0, checksum="", built_at=0.0, build_seconds=0.0,
+                        faiss_seconds=0.0, job_id="alias")
+
+
+def reopen_aliased(catalog: EngineCatalog, task: str, info: SnapshotInfo) -> IndexEngine:
+    """Milvus: the collection `info` describes (the alias' target), opened afresh; raises when the alias has
+    moved on since (the follower's next round sees where to)."""
+    index = catalog.reopen(task)  # type: ignore[attr-defined]
+    if index is None or index.collection != info.version or index.model_version != info.model_version:
+        raise RuntimeError(f"the alias of {task!r} moved again while {info.model_version} was being adopted")
+    return index

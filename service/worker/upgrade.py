@@ -12,7 +12,8 @@ backend's embed for the new version passed in. Steps:
    records as new-model records (so a restart or a rebuild job finds one model version); cut over;
 5. FAISS: snapshot the new index and announce it: other replicas hear of a new model version
    (`on_new_model`) and adopt the snapshot once they can embed with it. Milvus: the new version's
-   collection was filled beside the live one and the cut-over moved the task's alias to it in one call.
+   collection was filled beside the live one and the cut-over moved the task's alias to it in one call;
+   other replicas' followers see the alias move and adopt that collection (`IndexFollower.adopt_model`).
 Items without a kept image cannot be re-embedded: the upgrade refuses to start (`UpgradeError` names
 them) unless `drop_missing`, which deletes them at the cut-over (their clients must re-enroll).
 In distributed mode the write lock pauses this gateway only; other replicas are stopped by the store's

@@ -14,6 +14,7 @@ cluster is to pymilvus), one redis-server (the shared gallery store and change l
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +24,9 @@ import pytest
 
 from tests.service.worker.conftest import RedisServer
 
-from .conftest import LiveServer, start_server
+from .conftest import LiveServer, export_random_vit, start_server
 from .milvus_server import MilvusServer, milvus_server  # noqa: F401 - the fixture
+from .test_upgrade_route import N_PEOPLE, SelfSearches, enroll_images, wait_for_answers, wait_for_upgrade
 
 DIM = 128  # the face model's embedding dimension (api_repo)
 POLL_S = 0.2  # the followers' round
@@ -68,9 +70,14 @@ def replica_settings(redis: RedisServer, milvus: MilvusServer, shared: Path) -> 
 
 
 @pytest.fixture
-def replicas(api_repo: Path, tmp_path: Path, redis_server: RedisServer,
+def repo(api_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the repository: the upgrade test adds a version."""
+    return Path(shutil.copytree(api_repo, tmp_path / "repo"))
+
+
+@pytest.fixture
+def replicas(repo: Path, tmp_path: Path, redis_server: RedisServer,
              milvus_server: MilvusServer) -> Iterator[tuple[LiveServer, LiveServer]]:  # noqa: F811
-    repo = Path(shutil.copytree(api_repo, tmp_path / "repo"))  # private: the upgrade test adds a version
     settings = replica_settings(redis_server, milvus_server, tmp_path / "shared")
     servers: list[LiveServer] = []
     try:
@@ -102,3 +109,56 @@ def test_writes_on_one_replica_are_found_on_the_other_at_once(replicas: tuple[Li
         for client in (a, b):
             index = client.get("/v1/tasks/face/index").json()
             assert (index["size"], index["type"]) == (38, "milvus"), index
+
+
+def wait_for_version(client: httpx.Client, version: str) -> None:
+    """Until the replica serves `version` (a bounded wait for its follower's adoption)."""
+    deadline = time.monotonic() + CONVERGE_S
+    while (serving := model_version(client)) != version:
+        assert time.monotonic() < deadline, f"still serving {serving}, not {version}, after {CONVERGE_S} s"
+        time.sleep(0.1)
+
+
+def collection_ids(uri: str, version: str) -> set[str]:
+    """The ids in the face collection of `version` (read with pymilvus, as an operator would)."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri, timeout=10)
+    try:
+        name = next(n for n in client.list_collections() if n.startswith("ufo_face__")
+                    and client.describe_collection(n)["properties"]["ufo.model_version"] == version)
+        rows = client.query(name, filter='id != ""', output_fields=["id"], consistency_level="Strong")
+        return {row["id"] for row in rows}
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(400)
+def test_an_upgrade_on_one_replica_is_adopted_by_the_other_with_no_mixed_answer(
+        replicas: tuple[LiveServer, LiveServer], repo: Path, milvus_server: MilvusServer,  # noqa: F811
+        faces: dict[str, list[bytes]]) -> None:
+    a_server, b_server = replicas
+    gallery = {person: images[0] for person, images in list(faces.items())[:N_PEOPLE]}
+    later = {person: images[1] for person, images in list(faces.items())[N_PEOPLE:N_PEOPLE + 2]}
+    with a_server.client() as a, b_server.client() as b:
+        enroll_images(a, gallery)
+        export_random_vit(repo, "face", "ufo_face", seed=7)  # version 2 appears in the (shared) repository
+        with SelfSearches(b_server, gallery) as load:  # B answers throughout: before, during, after adoption
+            wait_for_answers(load)
+            started = a.post("/v1/tasks/face/model/upgrade", json={})
+            assert started.status_code == 202, started.text
+            upgrade = wait_for_upgrade(a)
+            assert upgrade["state"] == "done" and upgrade["from"] == "ufo_face/1", upgrade
+            enroll_images(a, later)  # a v2 record: never written into B's v1 collection
+            wait_for_version(b, "ufo_face/2")
+            wait_for_answers(load, len(load.answers) + len(gallery))  # some after B's adoption
+        assert not load.failures, load.failures[:3]
+        assert load.versions() == {"ufo_face/1", "ufo_face/2"}
+        assert all(top == query and score > 0.99 for query, top, score, _ in load.answers)  # never a mix
+        for client in (a, b):  # both serve v2 from the v2 collection, later writes included
+            assert model_version(client) == "ufo_face/2"
+            assert client.get("/v1/tasks/face/index").json()["size"] == N_PEOPLE + len(later)
+        enroll(b, {"b2": 4242})  # B writes v2 records now (the store's fence allows them), A finds them
+        assert top_ids(a, 4242, 1) == ["b2"]
+    assert set(later).isdisjoint(collection_ids(milvus_server.uri, "ufo_face/1"))
+    assert set(later) | {"b2"} <= collection_ids(milvus_server.uri, "ufo_face/2")
