@@ -14,9 +14,11 @@ reason, /readyz false): vectors of two models are never mixed in one index.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -111,6 +113,27 @@ def open_engine_catalog(settings: Settings):  # noqa: ANN201 - EngineCatalog | N
     return open_catalog(settings.index.engine, milvus=settings.milvus, flat_below=settings.index.flat_below)
 
 
+@contextlib.asynccontextmanager
+async def opening_turn(settings: Settings) -> AsyncIterator[None]:
+    """With Milvus, the processes sharing a data folder (`ufo serve --workers N`) open a task one at a time
+    (an flock on data_dir/milvus-open.lock): at a first start the first creates, fills and promotes the
+    task's collection, the others find the alias and reopen it, rather than each creating (and dropping)
+    the same collection. FAISS: no turn (one process per data folder)."""
+    if settings.index.engine != "milvus":
+        yield
+        return
+    import fcntl
+
+    path = Path(settings.data_dir) / "milvus-open.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as lock:
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 async def start_runtime(settings: Settings, metrics: GatewayMetrics) -> Runtime:
     """Start the backend, open each task's store and index. Raises on a bad repository or store URL."""
     configure_gpu(settings.index.gpu)  # FAISS GPU memory options, before any index goes onto a GPU
@@ -128,7 +151,8 @@ async def start_runtime(settings: Settings, metrics: GatewayMetrics) -> Runtime:
             store = await open_store(settings.store_url, name)
             # the parity gate: a version that drifts on this backend never serves (an older one that passes does)
             info = await gate_at_start(runtime, name, await serve_stored_version(runtime, name, store))
-            task = runtime.tasks[name] = await open_task(runtime, name, store, info)
+            async with opening_turn(settings):
+                task = runtime.tasks[name] = await open_task(runtime, name, store, info)
             metrics.set_model(name, task.info.model_name, task.info.version, task.info.embedding_dim)
             log.info("task %s ready in %.2f s", name, time.perf_counter() - started)
         for task in runtime.tasks.values():

@@ -14,17 +14,22 @@ cluster is to pymilvus), one redis-server (the shared gallery store and change l
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from model_store.triton import free_port
 from tests.service.worker.conftest import RedisServer
 
-from .conftest import LiveServer, export_random_vit, start_server
+from .conftest import ROOT, LiveServer, export_random_vit, server_env, start_server
 from .milvus_server import MilvusServer, milvus_server  # noqa: F401 - the fixture
 from .test_upgrade_route import N_PEOPLE, SelfSearches, enroll_images, wait_for_answers, wait_for_upgrade
 
@@ -162,3 +167,87 @@ def test_an_upgrade_on_one_replica_is_adopted_by_the_other_with_no_mixed_answer(
         assert top_ids(a, 4242, 1) == ["b2"]
     assert set(later).isdisjoint(collection_ids(milvus_server.uri, "ufo_face/1"))
     assert set(later) | {"b2"} <= collection_ids(milvus_server.uri, "ufo_face/2")
+
+
+def serve_command(port: int, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "ufo_cli", "serve", "--port", str(port), "--no-access-log", *flags]
+
+
+def search_counts(url: str, scrapes: int = 12) -> set[int]:
+    """The face searches answered, as /metrics counts them, over fresh connections: each worker process
+    counts its own, so two different values mean two processes answered."""
+    counts = set()
+    for _ in range(scrapes):
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+        counts.add(int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("ufo_http_requests_total") and "search" in line
+                           and 'task="face"' in line and 'status="200"' in line)))
+    return counts
+
+
+def worker_children(pid: int) -> list[int]:
+    """The uvicorn worker processes under `pid` (spawned by multiprocessing)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"spawn" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.timeout(300)
+def test_serve_with_two_workers_on_a_milvus_server(api_repo: Path, tmp_path: Path,
+                                                    milvus_server: MilvusServer) -> None:  # noqa: F811
+    port = free_port()
+    env = server_env(api_repo, tmp_path, index__engine="milvus", milvus__uri=milvus_server.uri)
+    with open(tmp_path / "serve.log", "ab") as log_file:
+        process = subprocess.Popen(serve_command(port, "--workers", "2"), env=env, cwd=ROOT, stdout=log_file,
+                                   stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # up: a worker accepts connections only once its lifespan opened the tasks
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert len(worker_children(process.pid)) == 2
+        with httpx.Client(base_url=url, timeout=60) as client:
+            enroll(client, {f"w{i}": 500 + i for i in range(20)})
+        answered = 0
+
+        def search(i: int) -> list[str]:
+            with httpx.Client(base_url=url, timeout=60) as fresh:  # a new connection: any worker may take it
+                return top_ids(fresh, 500 + i % 20, 1)
+
+        for _ in range(20):  # rounds of concurrent searches until /metrics shows both processes answered
+            with ThreadPoolExecutor(8) as pool:
+                tops = list(pool.map(search, range(16)))
+            assert tops == [[f"w{i % 20}"] for i in range(16)]  # every worker finds every item
+            answered += 16
+            counts = search_counts(url)
+            if len(counts) == 2 and sum(counts) == answered and min(counts) > 0:
+                break
+        assert len(counts) == 2 and sum(counts) == answered, (counts, answered)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(("settings", "why"), [
+    ({}, "the faiss engine keeps each task's index and its rebuild jobs inside one process"),
+    ({"index__engine": "milvus", "milvus__uri": "var/x/index.db"}, "a Lite file is opened by one process only"),
+])
+def test_serve_with_workers_refused_where_each_process_would_hold_the_index(
+        api_repo: Path, tmp_path: Path, settings: dict[str, str], why: str) -> None:
+    env = server_env(api_repo, tmp_path, **settings)
+    result = subprocess.run(serve_command(free_port(), "--workers", "2"), env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert why in result.stderr and "--workers 2 needs" in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ufo serve: error")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr  # one line, no traceback
