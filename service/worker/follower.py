@@ -90,13 +90,6 @@ def rebuild_reason(index: VectorIndex, opts: IndexSettings, last_build_at: float
     return None
 
 
-def usable_snapshot(info: SnapshotInfo | None, model_version: str, dim: int, store_offset: int) -> bool:
-    """A snapshot of this model and dimension that the store has not been replaced under (its offset is
-    not ahead of the store's log)."""
-    return (info is not None and info.model_version == model_version and info.dim == dim
-            and info.offset <= store_offset)
-
-
 class IndexFollower:
     """One task's live index kept in step with the store and the announced snapshots (module docstring)."""
 
