@@ -3,7 +3,7 @@
 FastAPI parses a body for one content type only, so these readers take the raw `Request`, dispatch on its
 content type and validate with the models in `schemas.py` either way. What comes out is plain data with
 image bytes decoded (`ItemInput`, `SearchInput`, ...). `openapi_body` documents every form for /docs.
-Multipart text fields holding structure (`metadata`, `filter`, `embedding`) are JSON text.
+Multipart text fields holding structure (`metadata`, `filter`) are JSON text; an embedding needs a JSON body.
 `application/octet-stream` (embed, search, and `PUT .../items/{id}`) is the one image's file, as is: no
 base64, no JSON, no form parsing; the options of a search then come as query parameters (`SearchOptions`).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import binascii
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,7 +34,7 @@ from service.config import Limits
 
 M = TypeVar("M", bound=BaseModel)
 _PLACEHOLDER = "file"  # stands in for an uploaded file while the form is validated as the JSON model
-_JSON_FIELDS = ("metadata", "filter", "embedding")
+_JSON_FIELDS = ("metadata", "filter")
 RAW = "application/octet-stream"
 
 
@@ -139,6 +140,12 @@ async def image_field(value: str | UploadFile, where: str) -> bytes:
 def form_dict(form: FormData, images: Sequence[str]) -> dict[str, Any]:
     """The form as the JSON model's dict: image fields replaced by a placeholder, JSON text fields parsed."""
     data: dict[str, Any] = {}
+    if "embedding" in form:
+        raise invalid("body.embedding: a multipart form carries the image as a file; send an embedding in a JSON "
+                      "body")
+    repeated = sorted(key for key, count in Counter(key for key, _ in form.multi_items()).items() if count > 1)
+    if repeated:
+        raise invalid(f"body.{repeated[0]}: given {len(form.getlist(repeated[0]))} times; give it once")
     for key in form:
         if key in images:
             data[key] = _PLACEHOLDER
@@ -219,6 +226,8 @@ async def read_put_item(request: Request, item_id: str) -> ItemInput:
 async def read_search(request: Request, limits: Limits, options: SearchOptions = SearchOptions()) -> SearchInput:
     """A query image or embedding with its options (body fields first, then the query string's)."""
     image: bytes | None = None
+    if options.k is not None:  # checked even where the body's `k` takes precedence
+        check_k(options.k, limits)
     kind = content_kind(request, raw=True)
     if kind == "raw":
         k = options.k or SearchRequest.model_fields["k"].default
@@ -257,20 +266,19 @@ async def read_verify(request: Request, limits: Limits) -> tuple[bytes, bytes]:
 # -- OpenAPI ---------------------------------------------------------------------------------------
 
 _FILE = {"type": "string", "format": "binary"}
-_ONE_SOURCE = [{"required": ["image"]}, {"required": ["embedding"]}]  # exactly one (EnrollItem/SearchRequest)
-# Structured fields travel as JSON text parts (`encoding` says so); `_JSON_FIELDS` parses them.
-_EMBEDDING = {"type": "array", "items": {"type": "number"}, "minItems": 1, "description": "JSON array of numbers"}
+# Structured fields travel as JSON text parts (`encoding` says so); `_JSON_FIELDS` parses them. A form carries its
+# image as a file part, always (an embedding goes in a JSON body): no oneOf, whose negations schemathesis builds
+# into valid requests when it sends a real image file.
 _OBJECT = {"type": "object", "description": "JSON object"}
 FORMS: dict[str, dict[str, Any]] = {
     "EmbedRequest": {"type": "object", "additionalProperties": False, "required": ["images"],
                      "properties": {"images": {"type": "array", "items": _FILE, "minItems": 1}}},
-    "EnrollItem": {"type": "object", "additionalProperties": False, "required": ["id"], "oneOf": _ONE_SOURCE,
-                   "properties": {
+    "EnrollItem": {"type": "object", "additionalProperties": False, "required": ["id", "image"], "properties": {
         "id": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": ID_PATTERN}, "image": _FILE,
-        "embedding": _EMBEDDING, "metadata": _OBJECT}},
-    "SearchRequest": {"type": "object", "additionalProperties": False, "oneOf": _ONE_SOURCE, "properties": {
-        "image": _FILE, "embedding": _EMBEDDING, "k": {"type": "integer", "minimum": 1, "default": 10},
-        "filter": _OBJECT, "min_score": {"type": "number"}}},
+        "metadata": _OBJECT}},
+    "SearchRequest": {"type": "object", "additionalProperties": False, "required": ["image"], "properties": {
+        "image": _FILE, "k": {"type": "integer", "minimum": 1, "default": 10}, "filter": _OBJECT,
+        "min_score": {"type": "number"}}},
     "VerifyRequest": {"type": "object", "additionalProperties": False, "required": ["image_a", "image_b"],
                       "properties": {"image_a": _FILE, "image_b": _FILE}},
 }

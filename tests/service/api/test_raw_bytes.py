@@ -134,3 +134,24 @@ def test_bad_metadata_in_the_query(client: httpx.Client, metadata: str, needle: 
                                                 ({"min_score": "nan"}, "min_score")])
 def test_bad_query_options(client: httpx.Client, params: dict, needle: str) -> None:
     assert_problem(client.post("/v1/tasks/face/search", content=jpeg(), headers=RAW, params=params), 422, needle)
+
+
+def test_a_multipart_form_carries_an_image_file_not_an_embedding(client: httpx.Client) -> None:
+    form = client.post("/v1/tasks/face/items", data={"id": "form", "embedding": json.dumps([0.1] * 128)})
+    assert_problem(form, 422, "embedding", "JSON body")
+    search = client.post("/v1/tasks/face/search", data={"embedding": json.dumps([0.1] * 128)},
+                         files={"unused": ("a.bin", b"x")})
+    assert_problem(search, 422, "embedding")
+    schema = client.get("/openapi.json").json()["paths"]["/v1/tasks/{task}/items"]["post"]["requestBody"]
+    assert schema["content"]["multipart/form-data"]["schema"]["required"] == ["id", "image"]
+
+
+def test_query_options_are_checked_even_when_the_body_gives_its_own(client: httpx.Client, images: list[bytes]) -> None:
+    answer = client.post("/v1/tasks/face/search", params={"k": 51}, json={"image": b64(images[0]), "k": 1})
+    assert_problem(answer, 422, "limit of 50")
+
+
+def test_a_form_field_given_twice_is_refused(client: httpx.Client) -> None:
+    answer = client.post("/v1/tasks/face/items", data={"id": ["a", "b"]}, files={"image": ("a.jpg", jpeg())})
+    assert_problem(answer, 422, "body.id", "2 times")
+    assert client.get("/v1/tasks/face/items/a").status_code == 404
