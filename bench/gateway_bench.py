@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,15 +83,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def gateway(repository: Path, workdir: Path, **settings: str) -> Iterator[tuple[str, int]]:
-    """A `ufo serve` process (no access log) on a free port; yields its base URL and process id."""
+def gateway(repository: Path, workdir: Path, args: Sequence[str] = (), **settings: str) -> Iterator[tuple[str, int]]:
+    """A `ufo serve` process (no access log, extra command-line `args`) on a free port; yields its base URL and
+    process id."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("UFO_")}
     env.update({"UFO_REPOSITORY": str(repository), "UFO_DATA_DIR": str(workdir / f"data-{port}"),
                 "UFO_STORE_URL": f"sqlite:///{workdir / f'store-{port}'}", "PYTHONPATH": str(ROOT)})
     env.update({f"UFO_{k.upper()}": v for k, v in settings.items()})
     log = open(workdir / f"server-{port}.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([sys.executable, "-m", "service.main", "--port", str(port), "--no-access-log"],
+    process = subprocess.Popen([sys.executable, "-m", "service.main", "--port", str(port), "--no-access-log", *args],
                                env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
