@@ -235,9 +235,8 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def served_throughput(url: str, pid: int, task: str, image: bytes, clients: int, seconds: float,
-                            raw: bool = False) -> dict:
-    request = embed_request(task, image, raw)
+async def run_pooled(url: str, request: bytes, clients: int, seconds: float) -> dict:
+    """`run_clients` sending one prepared request over `clients` keep-alive connections."""
     connections = [await RawClient.connect(url) for _ in range(clients)]
     queue: asyncio.Queue[RawClient] = asyncio.Queue()
     for connection in connections:
@@ -250,11 +249,18 @@ async def served_throughput(url: str, pid: int, task: str, image: bytes, clients
         finally:
             queue.put_nowait(connection)
 
+    try:
+        return await run_clients(call, clients, seconds)
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+async def served_throughput(url: str, pid: int, task: str, image: bytes, clients: int, seconds: float,
+                            raw: bool = False) -> dict:
     server_cpu, client_cpu = process_cpu_s(pid), time.process_time()
-    result = await run_clients(call, clients, seconds)
+    result = await run_pooled(url, embed_request(task, image, raw), clients, seconds)
     server_cpu, client_cpu = process_cpu_s(pid) - server_cpu, time.process_time() - client_cpu
-    for connection in connections:
-        connection.close()
     images = result.pop("calls")
     result.update(server_cpu_ms_per_image=1e3 * server_cpu / images, client_cpu_ms_per_image=1e3 * client_cpu / images)
     return result

@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from bench.gateway_bench import RAW, RawClient, gateway, run_clients  # noqa: E402
+from bench.gateway_bench import RAW, gateway, run_pooled  # noqa: E402
 from tests.service.api.milvus_server import MilvusServer  # noqa: E402
 
 
@@ -51,24 +51,7 @@ def search_request(image: bytes) -> bytes:
 
 
 async def search_throughput(url: str, image: bytes, clients: int, seconds: float) -> dict:
-    request = search_request(image)
-    connections = [await RawClient.connect(url) for _ in range(clients)]
-    queue: asyncio.Queue[RawClient] = asyncio.Queue()
-    for connection in connections:
-        queue.put_nowait(connection)
-
-    async def call() -> None:
-        connection = await queue.get()
-        try:
-            await connection.post(request)
-        finally:
-            queue.put_nowait(connection)
-
-    try:
-        result = await run_clients(call, clients, seconds)
-    finally:
-        for connection in connections:
-            connection.close()
+    result = await run_pooled(url, search_request(image), clients, seconds)
     result["searches_per_s"] = result.pop("images_per_s")
     return result
 
