@@ -1,32 +1,17 @@
 """Keep the search path responsive while a rebuild shares the machine or the process.
 
-CPU: a rebuild is background work. `lower_priority` renices the calling thread (Linux niceness is per
-thread, and threads it starts afterwards — FAISS's, the executor's — inherit it), so under contention the
-scheduler prefers the search threads, while an otherwise idle machine still gives the build every cycle.
-For a separate process (`ufo worker`) only: a reniced thread inside the gateway that holds the GIL waits
-longer for a CPU, and every search then waits for it (priority inversion through the GIL).
+- CPU: `lower_priority` renices the calling thread (niceness is per thread and inherited by the threads it
+  starts), for a separate process (`ufo worker`) only: a reniced gateway thread holding the GIL would make every
+  search wait for it (priority inversion through the GIL).
+- FAISS: its calls release the GIL, so `run_niced` runs such work in a fresh thread reniced to the bottom, in
+  the gateway too (fresh, because an unprivileged thread cannot undo its renice).
+- GIL: Python work that holds the GIL in long stretches (a rebuild's store read, a snapshot load) would make
+  each search wait up to `sys.getswitchinterval()` several times; `responsive_gil` lowers the interval while
+  such work runs (process-wide, hence a count of users).
+- GC: full collections walk every tracked object with the GIL held; `freeze_gc` moves what exists into the
+  permanent generation so later ones walk only new objects (the index holds no reference cycles).
 
-FAISS: its calls release the GIL for their whole length, so the FAISS part of a build (train, add, tuning
-searches: seconds of CPU) holds the GIL only for the glue between calls. `run_niced` runs such work in a fresh
-thread reniced to the bottom, in the gateway too: measured here, that phase was where most slow searches of a
-rebuild fell (the build thread and the searches competing for two cores). A fresh thread, because an
-unprivileged thread cannot undo its renice; Python work that holds the GIL stays at normal priority.
-
-GIL: a rebuild job run in a gateway thread (its store read decodes rows in Python) and a snapshot load (its
-labels are parsed in Python) hold the GIL in long stretches. CPython hands the GIL to a waiting thread
-only every `sys.getswitchinterval()` (5 ms), so every search that needs the GIL meanwhile waits up to
-5 ms — and a search takes the GIL several times (the event loop, the search thread, back). Measured
-here, a 1 ms timer beside a busy thread woke with p99 5.8 ms late at 5 ms, 0.8 ms at 0.5 ms.
-`responsive_gil` lowers the interval (to 0.1 ms) while such work runs and restores it when the last user
-leaves (it is process-wide, hence the count); the background work pays a little in extra switches.
-
-GC: a rebuild's allocations trigger CPython's full (generation 2) collections, which walk every tracked
-object of the process — the imported modules alone (FAISS, Redis, pydantic, FastAPI) are ~60k objects —
-with the GIL held: measured here, a 30-37 ms stall in the middle of a rebuild at 100k items. The index
-itself adds almost none (its id strings and flat metadata dicts are untracked). `freeze_gc` moves what
-exists into the permanent generation (gc.freeze), so later full collections walk only new objects
-(measured: 18 ms → 0 ms). Objects frozen are still freed by reference counting when dropped; only
-reference cycles among them would never be collected, and the index holds none.
+What each measure was measured to buy: docs/benchmarks.md, "Rebuilds" (why the rebuild path is built this way).
 """
 
 from __future__ import annotations

@@ -93,8 +93,8 @@ class UpgradeReport:
 async def reembed_gallery(follower: IndexFollower, reembed: Reembedder, *, batch: int = 16,
                           drop_missing: bool = False, dim: int | None = None) -> tuple[Gallery, list[str]]:
     """Every stored item as a vector of the new model, read at (at least) the returned offset. Small batches,
-    one at a time: one model session re-embeds while the others answer queries (bench/upgrade_bench.py,
-    2000 images, 2 cores: search p99 during the upgrade 1.65x steady at 16 vs 2.18x at 64, 19% slower)."""
+    one at a time: one model session re-embeds while the others answer queries (the batch size measured:
+    docs/benchmarks.md, "Model upgrades")."""
     store = follower.store
     offset = await store.last_offset()
     ids: list[str] = []
