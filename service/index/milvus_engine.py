@@ -23,12 +23,11 @@ from service.index.errors import IndexUnavailable
 from service.index.milvus_filter import filter_expression, string_literal
 from service.index.search import Hit, Query, SearchResult
 from service.index.vector_index import _as_id_list, _check_metadata, _dedupe_last
-from service.index.vectors import check_model_version, prepare
+from service.index.vectors import ChangeLogWrites, check_model_version, prepare
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
 
-    from service.store.records import Change, Item
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,7 +66,7 @@ def guarded(call: Callable[[], T], what: str, retry_after_s: float) -> T:
         raise
 
 
-class MilvusIndex:
+class MilvusIndex(ChangeLogWrites):
     """`IndexEngine` over one Milvus collection (see module docstring)."""
 
     def __init__(self, client: MilvusClient, collection: str, dim: int, model_version: str, *, offset: int = 0,
@@ -139,20 +138,6 @@ class MilvusIndex:
     def clear(self) -> None:
         """Delete every row (a refill from the store follows)."""
         self._call("clear", lambda: self.client.delete(self.collection, filter='id != ""'))
-
-    def upsert_items(self, items: Sequence[Item], *, offset: int | None = None) -> None:
-        for item in items:
-            check_model_version(item.model_version, self.model_version, what=f"item {item.id!r}")
-        if items:
-            self.upsert([i.id for i in items], np.stack([i.vector for i in items]), [i.metadata for i in items],
-                        model_version=self.model_version, offset=offset)
-
-    def apply_change(self, change: Change) -> None:
-        if change.op == "upsert":
-            assert change.item is not None
-            self.upsert_items([change.item], offset=change.offset)
-        else:
-            self.delete([change.id], offset=change.offset)
 
     def _advance(self, offset: int | None) -> None:
         if offset is not None:

@@ -25,12 +25,12 @@ import numpy as np
 from service.index.build import build_main, is_gpu_index, set_search_params
 from service.index.search import GPU_MAX_K, Hit, Query, SearchResult, search_view
 from service.index.state import Generation, IndexView
-from service.index.vectors import check_model_version, prepare
+from service.index.vectors import ChangeLogWrites, check_model_version, prepare
 
 if TYPE_CHECKING:
     import faiss
 
-    from service.store.records import Change, Item
+    from service.store.records import Item
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _dedupe_last(
     return [ids[r] for r in rows], xb[rows], [metadata[r] for r in rows]
 
 
-class VectorIndex:
+class VectorIndex(ChangeLogWrites):
     """Per-task vector index bound to one model version and dimension (see module docstring)."""
 
     def __init__(self, dim: int, model_version: str, *, factory: str = "Flat", search_params: str = ""):
@@ -239,22 +239,6 @@ class VectorIndex:
             removed = self._apply_delete(self._gen, ids, publish=True)
             self._record(_JournalEntry("delete", ids, None, None, offset))
         return removed
-
-    def upsert_items(self, items: Sequence[Item], *, offset: int | None = None) -> None:
-        """`upsert` store records (each must carry this index's model version)."""
-        for item in items:
-            check_model_version(item.model_version, self.model_version, what=f"item {item.id!r}")
-        if items:
-            self.upsert([i.id for i in items], np.stack([i.vector for i in items]), [i.metadata for i in items],
-                        model_version=self.model_version, offset=offset)
-
-    def apply_change(self, change: Change) -> None:
-        """Apply one store change-log entry (idempotent) and advance `offset`."""
-        if change.op == "upsert":
-            assert change.item is not None
-            self.upsert_items([change.item], offset=change.offset)
-        else:
-            self.delete([change.id], offset=change.offset)
 
     def _apply_upsert(self, gen: Generation, ids: list[str], xb: np.ndarray,
                       meta: list[dict[str, Any]], *, publish: bool) -> None:

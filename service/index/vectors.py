@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from service.index.errors import DimensionError, ModelVersionError
+
+if TYPE_CHECKING:
+    from service.store.records import Change, Item
 
 
 def as_matrix(x: np.ndarray, dim: int, *, name: str = "xb") -> np.ndarray:
@@ -52,3 +58,27 @@ def check_model_version(got: str | None, bound: str, *, what: str = "vectors") -
             f"{what} come from model version {got!r} but this index holds version {bound!r}; "
             "re-embed with the index's model or rebuild the index for the new version"
         )
+
+
+class ChangeLogWrites:
+    """Store records and change-log entries written through the engine's own `upsert(ids, xb, metadata, *,
+    model_version, offset)` and `delete(ids, *, offset)`: the same for every engine (`VectorIndex`,
+    `MilvusIndex`)."""
+
+    model_version: str
+
+    def upsert_items(self, items: Sequence[Item], *, offset: int | None = None) -> None:
+        """`upsert` store records (each must carry this index's model version)."""
+        for item in items:
+            check_model_version(item.model_version, self.model_version, what=f"item {item.id!r}")
+        if items:
+            self.upsert([i.id for i in items], np.stack([i.vector for i in items]), [i.metadata for i in items],
+                        model_version=self.model_version, offset=offset)
+
+    def apply_change(self, change: Change) -> None:
+        """Apply one store change-log entry (idempotent) and advance `offset`."""
+        if change.op == "upsert":
+            assert change.item is not None
+            self.upsert_items([change.item], offset=change.offset)
+        else:
+            self.delete([change.id], offset=change.offset)
