@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,12 +109,13 @@ def server_env(repository: Path, workdir: Path, **settings: str) -> dict[str, st
     return env
 
 
-def start_server(repository: Path, workdir: Path, *, ready_timeout_s: float = 120.0, **settings: str) -> LiveServer:
-    """Start `ufo serve` and wait until /healthz answers (the lifespan has loaded models and indexes)."""
+def start_server(repository: Path, workdir: Path, *, flags: Sequence[str] = (), ready_timeout_s: float = 120.0,
+                 **settings: str) -> LiveServer:
+    """Start `ufo serve [flags]` and wait until /healthz answers (the lifespan has loaded models and indexes)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = workdir / f"server-{port}.log"
-    command = [sys.executable, "-m", "ufo_cli", "serve", "--port", str(port), "--no-access-log"]
+    command = [sys.executable, "-m", "ufo_cli", "serve", "--port", str(port), "--no-access-log", *flags]
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(command, env=server_env(repository, workdir, **settings), cwd=ROOT,
                                    stdout=log_file, stderr=subprocess.STDOUT)

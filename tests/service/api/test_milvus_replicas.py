@@ -14,7 +14,6 @@ cluster is to pymilvus), one redis-server (the shared gallery store and change l
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -194,24 +193,12 @@ def worker_children(pid: int) -> list[int]:
 @pytest.mark.timeout(300)
 def test_serve_with_two_workers_on_a_milvus_server(api_repo: Path, tmp_path: Path,
                                                     milvus_server: MilvusServer) -> None:  # noqa: F811
-    port = free_port()
-    env = server_env(api_repo, tmp_path, index__engine="milvus", milvus__uri=milvus_server.uri)
-    with open(tmp_path / "serve.log", "ab") as log_file:
-        process = subprocess.Popen(serve_command(port, "--workers", "2"), env=env, cwd=ROOT, stdout=log_file,
-                                   stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    # up: a worker accepts connections only once its lifespan opened the tasks
+    server = start_server(api_repo, tmp_path, flags=("--workers", "2"), ready_timeout_s=180, index__engine="milvus",
+                          milvus__uri=milvus_server.uri)
+    url = server.url
     try:
-        deadline = time.monotonic() + 180
-        while True:  # up: a worker accepts connections only once its lifespan opened the tasks
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        assert len(worker_children(process.pid)) == 2
+        assert len(worker_children(server.process.pid)) == 2
         with httpx.Client(base_url=url, timeout=60) as client:
             enroll(client, {f"w{i}": 500 + i for i in range(20)})
         answered = 0
@@ -230,12 +217,7 @@ def test_serve_with_two_workers_on_a_milvus_server(api_repo: Path, tmp_path: Pat
                 break
         assert len(counts) == 2 and sum(counts) == answered, (counts, answered)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop(60)
 
 
 @pytest.mark.parametrize(("settings", "why"), [
