@@ -13,7 +13,10 @@ LDCONFIG=${UFO_LDCONFIG:-ldconfig}
 want=()
 if [ ! -x "$PY" ]; then want+=(python3.11 python3.11-venv)
 elif ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then want+=(python3.11-venv); fi
-"$LDCONFIG" -p 2>/dev/null | grep -q 'libpython3\.11\.so\.1\.0' || want+=(libpython3.11)
+# the cache is read whole before grep: `ldconfig -p | grep -q` under pipefail fails whenever grep exits early
+# and ldconfig dies of SIGPIPE, which reported an installed libpython as missing
+libs=$("$LDCONFIG" -p 2>/dev/null || true)
+grep -q 'libpython3\.11\.so\.1\.0' <<<"$libs" || want+=(libpython3.11)
 [ -d /usr/share/datasets/fashion-mnist ] || want+=(dataset-fashion-mnist)
 command -v redis-server >/dev/null 2>&1 || want+=(redis-server)
 lean=()  # installed without their Recommends (docker-compose would pull in a whole Docker engine)

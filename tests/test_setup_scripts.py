@@ -84,6 +84,15 @@ def test_system_deps_asks_for_the_venv_module_and_libpython_when_missing(tmp_pat
     assert {"python3.11", "python3.11-venv"} <= set(absent)
 
 
+def test_system_deps_finds_libpython_early_in_a_long_ldconfig_cache(tmp_path: Path) -> None:
+    """A cache that lists libpython first and goes on for long: grep may stop reading early (a CI failure once)."""
+    tail = "\\t".join(["libfiller.so.1 (libc6,x86-64) => /usr/lib/libfiller.so.1"] * 50)
+    long_cache = fake_tool(tmp_path, "ldconfig", "echo 'libpython3.11.so.1.0 (libc6,x86-64) => /usr/lib/x'\n"
+                           f"i=0; while [ $i -lt 2000 ]; do printf '{tail}\\n'; i=$((i+1)); done")
+    for _ in range(5):
+        assert "libpython3.11" not in missing_packages(UFO_LDCONFIG=str(long_cache))
+
+
 @needs_python311
 def test_system_deps_finds_this_machines_python_and_libpython() -> None:
     missing = missing_packages()
