@@ -1,7 +1,7 @@
 """The FastAPI application: `create_app(settings)` wires routes, middleware, errors and the lifespan.
 
 Nothing heavy happens at import or in `create_app`: the lifespan starts the inference backend and opens
-each task's store and index (`service.api.runtime`), and closes them on shutdown. Run it with `ufo serve`,
+each task's store and index (`service.core.lifecycle`), and closes them on shutdown. Run it with `ufo serve`,
 or `uvicorn --factory service.app:create_app`.
 """
 
@@ -17,15 +17,16 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.types import Scope
 
+from service.api.auth import KeyRing, read_records
 from service.api.errors import install_error_handlers
 from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware, TimeoutMiddleware
 from service.api.ratelimit import RateLimiter
 from service.api.routes import ROUTERS
 from service.api.routes import ui as ui_routes
-from service.api.runtime import start_runtime, stop_runtime
 from service.api.schemas import BODY_MODELS, Problem
-from service.api.seed import enroll_configured
 from service.config import Limits, Settings
+from service.core.lifecycle import start_runtime, stop_runtime
+from service.core.seed import enroll_configured
 from service.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -37,15 +38,18 @@ forms (images as files) with the same field names. Errors are `application/probl
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Start the runtime before the first request; stop it (snapshotting indexes) after the last."""
-    runtime = await start_runtime(app.state.settings, app.state.metrics)
+    """Read the API keys and start the runtime before the first request; stop it (snapshotting indexes) after
+    the last."""
+    settings: Settings = app.state.settings
+    app.state.keys = KeyRing(read_records(settings.api_keys, settings.api_keys_file), enforced=keys_enforced(settings))
+    runtime = await start_runtime(settings, app.state.metrics)
     try:
         await enroll_configured(runtime)
     except BaseException:
         await stop_runtime(runtime)
         raise
     app.state.runtime = runtime
-    log.info("serving %s on the %s backend", ", ".join(sorted(runtime.tasks)), app.state.settings.backend)
+    log.info("serving %s on the %s backend", ", ".join(sorted(runtime.tasks)), settings.backend)
     try:
         yield
     finally:
@@ -71,7 +75,7 @@ def route_labels(app: FastAPI, scope: Scope) -> tuple[str, str]:
 
 
 def keys_enforced(settings: Settings) -> bool:
-    """Whether requests need an API key: the rule `start_runtime` builds the key ring with."""
+    """Whether requests need an API key (the key ring the lifespan builds, and the OpenAPI security)."""
     return settings.auth_required or bool(settings.api_keys or settings.api_keys_file)
 
 

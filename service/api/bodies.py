@@ -2,7 +2,7 @@
 
 FastAPI parses a body for one content type only, so these readers take the raw `Request`, dispatch on its
 content type and validate with the models in `schemas.py` either way. What comes out is plain data with
-image bytes decoded (`ItemInput`, `SearchInput`, ...). `openapi_body` documents every form for /docs.
+image bytes decoded (the core's `ItemInput`, `SearchInput`, ...). `openapi_body` documents every form for /docs.
 Multipart text fields holding structure (`metadata`, `filter`) are JSON text; an embedding needs a JSON body.
 `application/octet-stream` (embed, search, and `PUT .../items/{id}`) is the one image's file, as is: no
 base64, no JSON, no form parsing; the options of a search then come as query parameters (`SearchOptions`).
@@ -31,28 +31,12 @@ from service.api.schemas import (
     VerifyRequest,
 )
 from service.config import Limits
+from service.core.gallery import ItemInput, SearchInput
 
 M = TypeVar("M", bound=BaseModel)
 _PLACEHOLDER = "file"  # stands in for an uploaded file while the form is validated as the JSON model
 _JSON_FIELDS = ("metadata", "filter")
 RAW = "application/octet-stream"
-
-
-@dataclass(frozen=True, slots=True)
-class ItemInput:
-    id: str
-    image: bytes | None
-    embedding: list[float] | None
-    metadata: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class SearchInput:
-    image: bytes | None
-    embedding: list[float] | None
-    k: int
-    filter: dict[str, Any] | None
-    min_score: float | None
 
 
 @dataclass(frozen=True, slots=True)

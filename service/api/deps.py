@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from service.api import bodies
-from service.api.auth import presented_key
+from service.api.auth import KeyRing, presented_key
 from service.api.errors import ApiError
-from service.api.runtime import Runtime, TaskRuntime
+from service.core.state import Runtime, TaskRuntime
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,15 @@ def require(scope: str) -> Callable[..., Awaitable[None]]:
     three per request (the OpenAPI security schemes are added by `service.app.build_openapi`)."""
 
     async def check(request: Request) -> None:
-        runtime = await get_runtime(request)
-        if not runtime.keys.enforced:
+        await get_runtime(request)  # 503 while starting or stopping, before any key is checked
+        keys: KeyRing = request.app.state.keys
+        if not keys.enforced:
             return
         key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
         if not key:
             raise ApiError(401, "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key`",
                            headers={"WWW-Authenticate": "Bearer"})
-        record = runtime.keys.authenticate(key)
+        record = keys.authenticate(key)
         if record is None:
             raise ApiError(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
         if not record.allows(scope):

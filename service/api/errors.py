@@ -1,9 +1,9 @@
 """Every error becomes an RFC 9457 problem+json response here, and only here.
 
-`ApiError` is the gateway's own typed error; the typed errors of the inference, index and store packages
-map by class (their `http_status` / `retry_after_s` where they carry one). Whatever else escapes a handler
-is a bug: it is logged with its traceback and an error id, and the client gets a 500 that names the id
-and nothing of the trace.
+`ApiError` is the HTTP layer's own typed error; the core's refusals (`service.core.errors`) map by kind
+(`CORE_STATUS`), and the typed errors of the inference, index and store packages map by class (their
+`http_status` / `retry_after_s` where they carry one). Whatever else escapes a handler is a bug: it is logged
+with its traceback and an error id, and the client gets a 500 that names the id and nothing of the trace.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from service.core.errors import Conflict, CoreError, Invalid, NotFound, Unavailable
 from service.index.errors import DimensionError, IndexUnavailable, ModelVersionError
 from service.inference.errors import InferenceServiceError, InvalidImage
 from service.store.base import StoreError
@@ -40,6 +41,8 @@ _TITLES = {
     429: "Too many requests", 500: "Internal server error", 503: "Service unavailable", 504: "Gateway timeout",
     507: "Insufficient storage",
 }
+
+CORE_STATUS: dict[type[CoreError], int] = {Invalid: 422, NotFound: 404, Conflict: 409, Unavailable: 503}
 
 
 class ApiError(Exception):
@@ -97,6 +100,9 @@ def to_problem(exc: BaseException, path: str) -> JSONResponse:
     """The one mapping from an exception to the response the client sees."""
     if isinstance(exc, ApiError):
         return problem(exc.status, exc.detail, slug=exc.slug, instance=path, headers=exc.headers)
+    if isinstance(exc, CoreError):
+        status = next(code for kind, code in CORE_STATUS.items() if isinstance(exc, kind))
+        return problem(status, exc.detail, slug=exc.slug, instance=path, headers=retry_headers(exc.retry_after_s))
     if isinstance(exc, InferenceServiceError):
         status = exc.http_status
         if status >= 500 and status != 503:
@@ -166,6 +172,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     # Known types are mapped inside the middleware stack (metrics see their status); anything else reaches
     # Starlette's outermost handler, which answers with our 500 problem.
-    for known in (ApiError, InferenceServiceError, DimensionError, ModelVersionError, StoreError, RedisError,
+    for known in (ApiError, CoreError, InferenceServiceError, DimensionError, ModelVersionError, StoreError, RedisError,
                   TimeoutError, Exception):
         app.add_exception_handler(known, on_error)

@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.core.gallery import MAX_ID_LENGTH
+
 # An 8x8 grey PNG: a real, decodable image, so "Try it out" at /docs works as is.
 EXAMPLE_IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAEElEQVR4nGNsYIAAJgaKGAAmCACQXTClHgAAAABJRU5ErkJggg=="
-MAX_ID_LENGTH = 512
 
 Metadata = Annotated[dict[str, Any], Field(description="a JSON object stored with the item; filterable by equality",
                                            examples=[{"person": "s29", "camera": "door-2"}])]

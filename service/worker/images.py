@@ -1,10 +1,10 @@
 """Kept source images, content-addressed, so a model upgrade can re-embed the gallery.
 
-Layout: `<root>/<task>/<sha256[:2]>/<sha256>` (the gateway keeps images with this class too: `service.api.kept_images`),
-root = `worker.images_dir` or `data_dir/images`; on shared storage in distributed mode. An item's
-`image_ref` is the sha256 of its image bytes. Writes go to a temporary name and are moved into place
-(a reader never sees half a file; the same content is written once); reads check the hash, so a
-corrupted file is reported, never embedded.
+Layout: `<root>/<task>/<sha256[:2]>/<sha256>` (the gateway keeps images with this class too:
+`service.core.kept_images`), root = `worker.images_dir` or `data_dir/images`; on shared storage in
+distributed mode. An item's `image_ref` is the sha256 of its image bytes. Writes go to a temporary name and
+are moved into place (a reader never sees half a file; the same content is written once); reads check the
+hash, so a corrupted file is reported, never embedded.
 """
 
 from __future__ import annotations

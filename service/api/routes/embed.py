@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, Response
 
-from service.api import gallery
 from service.api.bodies import openapi_body
 from service.api.deps import EmbedBody, ReadScope, RuntimeDep, TaskDep
 from service.api.routes.responses import BODY, INFERENCE, fast_json, problems
-from service.api.runtime import model_version_of
 from service.api.schemas import EmbedRequest, EmbedResponse
+from service.core import gallery
+from service.core.state import model_version_of
 
 router = APIRouter(prefix="/v1/tasks/{task}", tags=["inference"], dependencies=[ReadScope])
 

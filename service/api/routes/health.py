@@ -12,8 +12,8 @@ import logging
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.runtime import Runtime, TaskRuntime
 from service.api.schemas import Readiness
+from service.core.state import Runtime, TaskRuntime
 from service.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)

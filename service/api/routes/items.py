@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from service.api import gallery
 from service.api.bodies import openapi_body, openapi_raw_body, read_put_item
 from service.api.deps import EnrollBody, ReadScope, RuntimeDep, TaskDep, WriteScope
 from service.api.routes.responses import BODY, COMMON, INFERENCE, problems
 from service.api.schemas import ID_PATTERN, MAX_ID_LENGTH, EnrollBatch, EnrollItem, EnrollResponse, ItemOut
+from service.core import gallery
 
 router = APIRouter(prefix="/v1/tasks/{task}/items", tags=["gallery"])
 ItemId = Annotated[str, Path(description="the item's id (may hold '/')", examples=["s29/s29_0001.pgm"])]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Body
 
-from service.api import upgrades
 from service.api.deps import AdminScope, ReadScope, RuntimeDep, TaskDep
 from service.api.routes.responses import BODY, COMMON, problems
-from service.api.runtime import Runtime, TaskRuntime
 from service.api.schemas import ModelStatus, UpgradeRequest
+from service.core import upgrades
+from service.core.state import Runtime, TaskRuntime
 
 router = APIRouter(prefix="/v1/tasks/{task}/model", tags=["models"])
 

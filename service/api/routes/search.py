@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from service.api import gallery
 from service.api.bodies import SearchInput, SearchOptions, openapi_body, read_search
 from service.api.deps import ReadScope, RuntimeDep, TaskDep
 from service.api.routes.responses import BODY, INFERENCE, fast_json, problems
-from service.api.runtime import model_version_of
 from service.api.schemas import SearchRequest, SearchResponse
+from service.core import gallery
+from service.core.state import model_version_of
 
 DEFAULT_K = SearchRequest.model_fields["k"].default
 router = APIRouter(prefix="/v1/tasks/{task}", tags=["gallery"], dependencies=[ReadScope])

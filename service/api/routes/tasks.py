@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from service.api import gallery
 from service.api.deps import AdminScope, ReadScope, RuntimeDep, TaskDep
 from service.api.routes.responses import COMMON, problems
-from service.api.runtime import TaskRuntime
 from service.api.schemas import IndexInfo, RebuildResponse, TaskInfo, TaskList
+from service.core import gallery
+from service.core.state import TaskRuntime
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 

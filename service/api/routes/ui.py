@@ -24,11 +24,11 @@ from fastapi import APIRouter, Query, Request, Response
 from PIL import Image
 
 from model_store.preprocessing import to_rgb
-from service.api import gallery
 from service.api.deps import ReadScope, RuntimeDep, TaskDep
 from service.api.errors import ApiError
-from service.api.kept_images import image_keeper
 from service.api.routes.responses import COMMON, problems
+from service.core import gallery
+from service.core.kept_images import image_keeper
 from service.inference.errors import InvalidImage
 from service.inference.preprocess import check_mode, open_image, upright
 

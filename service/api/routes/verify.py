@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api import gallery
 from service.api.bodies import openapi_body
 from service.api.deps import ReadScope, RuntimeDep, TaskDep, VerifyBody
 from service.api.routes.responses import BODY, INFERENCE, problems
 from service.api.schemas import VerifyRequest, VerifyResponse
+from service.core import gallery
 
 router = APIRouter(prefix="/v1/tasks/{task}", tags=["inference"], dependencies=[ReadScope])
 

@@ -168,6 +168,27 @@ def test_search_filter_min_score_and_no_match(client: httpx.Client) -> None:
     assert empty == {**empty, "hits": [], "no_match": True}
 
 
+def test_metadata_integers_past_64_bits_are_refused_and_64_bit_ones_kept(client: httpx.Client) -> None:
+    """JSON numbers have no size limit, Milvus's JSON fields (and the fast serialiser) stop at 64 bits: a wider
+    integer in metadata or a filter is a 422 on every engine, before anything is written (a fuzz run once
+    enrolled one: FAISS then failed its searches with a 500, Milvus its writes), and the extremes round-trip."""
+    for metadata in ({"serial": 2**63}, {"deep": [1, {"n": -(2**63) - 1}]}):
+        refused = client.post("/v1/tasks/face/items", json={"id": "wide", "embedding": unit(300), "metadata": metadata})
+        assert refused.status_code == 422 and refused.json()["type"] == "urn:ufo:problem:invalid-metadata"
+        assert "64 bits" in refused.json()["detail"] and "send it as a string" in refused.json()["detail"]
+    assert client.get("/v1/tasks/face/items/wide").status_code == 404
+    search = client.post("/v1/tasks/face/search", json={"embedding": unit(300), "filter": {"n": 2**64}})
+    assert search.status_code == 422 and search.json()["type"] == "urn:ufo:problem:invalid-metadata"
+
+    extremes = {"suite": "wide", "max": 2**63 - 1, "min": -(2**63), "nested": [{"max": 2**63 - 1}]}
+    item = {"id": "wide", "embedding": unit(300), "metadata": extremes}
+    assert client.post("/v1/tasks/face/items", json=item).status_code == 200
+    found = client.post("/v1/tasks/face/search", json={"embedding": unit(300), "k": 1, "filter": {"max": 2**63 - 1}})
+    assert found.status_code == 200, found.text
+    assert [(h["id"], h["metadata"]) for h in found.json()["hits"]] == [("wide", extremes)]
+    assert client.get("/v1/tasks/face/items/wide").json()["metadata"] == extremes
+
+
 def test_delete_removes_from_results(client: httpx.Client) -> None:
     item = {"id": "d-gone", "embedding": unit(200), "metadata": {"suite": "delete"}}
     assert client.post("/v1/tasks/face/items", json=item).status_code == 200

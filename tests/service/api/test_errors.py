@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.api.errors import ApiError, to_problem
+from service.core.errors import Conflict, CoreError, Invalid, NotFound, Unavailable
 from service.index.errors import DimensionError, ModelVersionError
 from service.inference.errors import BackendUnavailable, InferenceError, InvalidImage, ModelNotFound, Overloaded
 from service.store import StoreError
@@ -28,6 +29,21 @@ def test_mapping(error: Exception, status: int, retry_after: str | None) -> None
     assert response.media_type == "application/problem+json" and body["instance"] == "/v1/x"
     assert response.headers.get("retry-after") == retry_after
     assert "/secret/path" not in body["detail"]  # store internals stay in the log
+
+
+@pytest.mark.parametrize(("error", "status", "slug", "retry_after"), [
+    (Invalid("bad id"), 422, "invalid-input", None),
+    (NotFound("no item", slug="unknown-item"), 404, "unknown-item", None),
+    (Conflict("upgrading", slug="upgrade-running", retry_after_s=30), 409, "upgrade-running", "30"),
+    (Unavailable("no index", retry_after_s=0.2), 503, "unavailable", "1"),
+])
+def test_the_cores_refusals_map_by_kind(error: CoreError, status: int, slug: str, retry_after: str | None) -> None:
+    """The core raises kinds, not statuses: the kind picks the status, the error its slug and Retry-After."""
+    response = to_problem(error, "/v1/x")
+    body = json.loads(response.body)
+    assert response.status_code == status == body["status"] and body["detail"] == error.detail
+    assert body["type"] == f"urn:ufo:problem:{slug}"
+    assert response.headers.get("retry-after") == retry_after
 
 
 @pytest.mark.parametrize("error", [RuntimeError("boom at /srv/app.py line 3"), InferenceError("ORT exploded")])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.api.runtime import snapshot_path
+from service.core.lifecycle import snapshot_path
 from service.store import Item, open_store
 
 from .conftest import app_settings, running_app

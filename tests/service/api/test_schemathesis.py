@@ -2,11 +2,13 @@
 no 5xx and no conformance failure (undocumented status or header, a schema-valid request refused, a
 schema-invalid one accepted, security declared but not enforced...) in at least 1000 cases.
 
-The one refusal of a schema-valid request allowed is for what JSON Schema cannot say, and the server answers it
-with a problem type of its own: bytes that are base64 but no image (`invalid-image`), an embedding of another
-dimension than the task's model (`invalid-embedding`). The one acceptance of a "schema-violating" request allowed
-is a form field of the wrong JSON type in a multipart body: every form field is text on the wire, so an `id`
-negated into an array arrives as the string it was serialised to, and is a valid id.
+The refusals of a schema-valid request allowed are for what the schema cannot say (or says only at great
+length), each answered with a problem type of its own: bytes that are base64 but no image (`invalid-image`),
+an embedding of another dimension than the task's model (`invalid-embedding`), a metadata or filter integer
+past 64 bits (`invalid-metadata`: a bound on every integer at any depth of a free-form object). The one
+acceptance of a "schema-violating" request allowed is a form field of the wrong JSON type in a multipart body:
+every form field is text on the wire, so an `id` negated into an array arrives as the string it was
+serialised to, and is a valid id.
 
 Schemathesis generates requests for every operation: valid ones (positive mode) and ones that break the
 schema (negative mode), with the task either free (mostly unknown tasks: 404s) or pinned to `face` so bodies
@@ -32,7 +34,7 @@ from .conftest import LiveServer, start_server
 
 EXAMPLES = 40  # per operation and variant; about 1400 cases in all
 MIN_CASES = 1000
-SEMANTIC = {"urn:ufo:problem:invalid-image", "urn:ufo:problem:invalid-embedding"}
+SEMANTIC = {"urn:ufo:problem:invalid-image", "urn:ufo:problem:invalid-embedding", "urn:ufo:problem:invalid-metadata"}
 VARIANTS = [  # (mode, pinned path parameters)
     (schemathesis.GenerationMode.POSITIVE, {"task": "face"}),
     (schemathesis.GenerationMode.POSITIVE, {}),

@@ -1,14 +1,14 @@
-"""Start and stop what the app holds while it runs (`service.api.task_state`): the inference backend, the
+"""Start and stop what the app holds while it runs (`service.core.state`): the inference backend, the
 job queue, the index engine's catalog and, per task, its store and `IndexFollower`.
 
-Built in the app's lifespan (`start_runtime`), never at import; routes reach it through `deps.py`. Each task
+Built in the app's lifespan (`start_runtime`), never at import; routes reach it through `service.api.deps`. Each task
 serves the model version its gallery was embedded with (the store's fence) when the repository has it, and
-is upgraded to a newer one in the background (`service.api.upgrades`). Its index is opened and caught up by
+is upgraded to a newer one in the background (`service.core.upgrades`). Its index is opened and caught up by
 `IndexFollower.open`, the same path the tests run: FAISS from the newest usable snapshot (the gateway's own,
 written at shutdown, or the latest announced by a rebuild job) or built from the store; Milvus
 (`UFO_INDEX__ENGINE=milvus`) from the collection the task's alias names, the gateway keeping no index state
-of its own. A gallery of a version the repository lacks leaves that task's index unavailable (503 with the
-reason, /readyz false): vectors of two models are never mixed in one index.
+of its own. A gallery of a version the repository lacks leaves that task's index unavailable (`Unavailable`,
+with the reason, /readyz false): vectors of two models are never mixed in one index.
 """
 
 from __future__ import annotations
@@ -22,16 +22,15 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from service.api.auth import KeyRing, read_records
-from service.api.task_state import Runtime, TaskRuntime, model_version_of
-from service.api.upgrades import (
+from service.config import Settings
+from service.core.state import Runtime, TaskRuntime, model_version_of
+from service.core.upgrades import (
     adopt_new_model,
     gate_at_start,
     maybe_auto_upgrade,
     on_cut_over,
     serve_stored_version,
 )
-from service.config import Settings
 from service.index import CoalescingSearcher
 from service.index.build import configure_gpu
 from service.index.engine import open_catalog
@@ -137,12 +136,10 @@ async def opening_turn(settings: Settings) -> AsyncIterator[None]:
 async def start_runtime(settings: Settings, metrics: GatewayMetrics) -> Runtime:
     """Start the backend, open each task's store and index. Raises on a bad repository or store URL."""
     configure_gpu(settings.index.gpu)  # FAISS GPU memory options, before any index goes onto a GPU
-    keys = KeyRing(read_records(settings.api_keys, settings.api_keys_file),
-                   enforced=settings.auth_required or bool(settings.api_keys or settings.api_keys_file))
     backend = make_backend(settings, metrics)
     await backend.start()
     executor = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) + 2), thread_name_prefix="decode")
-    runtime = Runtime(settings, backend, metrics, keys, executor)
+    runtime = Runtime(settings, backend, metrics, executor)
     try:
         runtime.catalog = await asyncio.to_thread(open_engine_catalog, settings)
         runtime.queue = await open_job_queue(settings)

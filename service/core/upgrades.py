@@ -14,10 +14,10 @@ over (the steps are `service.worker.upgrade.upgrade_model`; this module wires th
   name the new version's collection, and they adopt that collection the same way.
 - The parity gate (`parity_gate`, `model_store.serving_parity`): a version goes live only after the backend
   that serves it embeds the manifest's parity images within `parity.serving_min_cosine` of the reference:
-  at start (the gateway refuses to start), before an upgrade (422, the old version keeps serving) and before
+  at start (the gateway refuses to start), before an upgrade (`Invalid`, the old version keeps serving) and before
   a replica adopts another's upgrade (the follower retries and reports it).
 - Re-embedding needs the enrolled images (`keep_images`, on by default). Items without one make the
-  upgrade refuse to start (409 naming them) unless `drop_missing`, which deletes them at the cut-over.
+  upgrade refuse to start (`Conflict` naming them) unless `drop_missing`, which deletes them at the cut-over.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from model_store.serving_parity import ParityGateError, require_serving_parity
-from service.api.errors import ApiError
-from service.api.kept_images import image_keeper
-from service.api.task_state import Runtime, TaskRuntime, model_version_of
+from service.core.errors import Conflict, CoreError, Invalid, NotFound, Unavailable
+from service.core.kept_images import image_keeper
+from service.core.state import Runtime, TaskRuntime, model_version_of
 from service.inference import BackendUnavailable, ModelInfo, RepositoryError
 from service.inference.repository import list_version_dirs
 from service.store import GalleryStore, Item
@@ -129,14 +129,14 @@ def spawn(coro: Any) -> asyncio.Task[Any]:
 
 
 async def load_version(runtime: Runtime, task: TaskRuntime, version: int | None) -> ModelInfo:
-    """The version loaded in the backend beside the served one; 404 when the repository lacks it."""
+    """The version loaded in the backend beside the served one; `NotFound` when the repository lacks it."""
     try:
         return await runtime.backend.load_version(task.task, version)
     except RepositoryError as exc:
-        raise ApiError(404, f"task {task.task!r}: {exc}", slug="unknown-model-version") from None
+        raise NotFound(f"task {task.task!r}: {exc}", slug="unknown-model-version") from None
     except BackendUnavailable as exc:
-        raise ApiError(503, f"task {task.task!r}: the backend cannot load the new version: {exc}",
-                       headers={"Retry-After": "30"}) from None
+        raise Unavailable(f"task {task.task!r}: the backend cannot load the new version: {exc}",
+                          retry_after_s=30) from None
 
 
 async def parity_gate(runtime: Runtime, task: str, info: ModelInfo) -> None:
@@ -180,27 +180,28 @@ async def gate_at_start(runtime: Runtime, task: str, info: ModelInfo) -> ModelIn
 
 
 async def gate_upgrade(runtime: Runtime, task: TaskRuntime, info: ModelInfo) -> None:
-    """422 (the served version stays) when the new version fails the parity gate; 503 when it cannot be run."""
+    """`Invalid` (the served version stays) when the new version fails the parity gate; `Unavailable` when it
+    cannot be run."""
     try:
         await parity_gate(runtime, task.task, info)
     except ParityGateError as exc:
         runtime.metrics.upgrades.labels(task.task, "refused").inc()
         log.error("task %s: %s", task.task, exc)
-        raise ApiError(422, f"task {task.task!r}: {exc}; still serving {task.model_version}",
-                       slug="parity-failed") from None
+        raise Invalid(f"task {task.task!r}: {exc}; still serving {task.model_version}",
+                      slug="parity-failed") from None
     except BackendUnavailable as exc:
-        raise ApiError(503, f"task {task.task!r}: cannot check the new version's serving parity: {exc}",
-                       headers={"Retry-After": "30"}) from None
+        raise Unavailable(f"task {task.task!r}: cannot check the new version's serving parity: {exc}",
+                          retry_after_s=30) from None
 
 
 async def check_images(runtime: Runtime, task: TaskRuntime, drop_missing: bool) -> None:
-    """409 when items cannot be re-embedded (no kept image) and the caller did not allow dropping them."""
+    """`Conflict` when items cannot be re-embedded (no kept image) and the caller did not allow dropping them."""
     total, missing = await missing_images(task.store, image_keeper(runtime.settings, task.task))
     if not missing or drop_missing:
         return
     why = ("this gateway does not keep enrolled images (UFO_KEEP_IMAGES=false)" if not runtime.settings.keep_images
            else "they were enrolled as embeddings, or before images were kept")
-    raise ApiError(409, f"task {task.task!r}: {len(missing)} of {total} items have no kept source image "
+    raise Conflict(f"task {task.task!r}: {len(missing)} of {total} items have no kept source image "
                    f"(e.g. {missing[:5]}): {why}. A model upgrade re-embeds the gallery from kept images: re-enroll "
                    "those items after the upgrade, or start it with drop_missing=true to remove them at the cut-over",
                    slug="images-not-kept")
@@ -211,17 +212,17 @@ async def start_upgrade(runtime: Runtime, task: TaskRuntime, version: int | None
     """Check, load the new version, and start the upgrade in the background; returns its status."""
     follower = task.live()
     if follower.upgrading:
-        raise ApiError(409, f"task {task.task!r}: an upgrade to {follower.upgrade.model_version} is running",
+        raise Conflict(f"task {task.task!r}: an upgrade to {follower.upgrade.model_version} is running",
                        slug="upgrade-running")
     info = await load_version(runtime, task, version)
     if info.version == task.info.version:
-        raise ApiError(409, f"task {task.task!r} already serves {task.model_version}", slug="same-model-version")
+        raise Conflict(f"task {task.task!r} already serves {task.model_version}", slug="same-model-version")
     try:
         await gate_upgrade(runtime, task, info)
         await check_images(runtime, task, drop_missing)
         if follower.upgrading:  # another request started one while this one checked
-            raise ApiError(409, f"task {task.task!r}: an upgrade is running", slug="upgrade-running")
-    except ApiError:
+            raise Conflict(f"task {task.task!r}: an upgrade is running", slug="upgrade-running")
+    except CoreError:
         await release(runtime, task, info.version)
         raise
     # claims the task before the first await
@@ -304,7 +305,7 @@ async def serve_stored_version(runtime: Runtime, name: str, store: GalleryStore)
 
 async def maybe_auto_upgrade(runtime: Runtime, task: TaskRuntime) -> None:
     """Start an upgrade to the repository's newest version when it is newer than the one serving."""
-    if not runtime.settings.auto_upgrade or task.follower is None:  # (None: the index cannot serve, 503)
+    if not runtime.settings.auto_upgrade or task.follower is None:  # (None: the index cannot serve)
         return
     if runtime.settings.store_url.startswith("redis"):
         log.info("task %s: auto_upgrade is off with a shared store (replicas would race): use the admin route",
@@ -316,5 +317,5 @@ async def maybe_auto_upgrade(runtime: Runtime, task: TaskRuntime) -> None:
         status = await start_upgrade(runtime, task, drop_missing=False)
         log.info("task %s: upgrading the gallery from %s to %s", task.task, task.model_version,
                  status.model_version)
-    except ApiError as exc:
+    except CoreError as exc:
         log.warning("task %s: not upgrading to the repository's newest version: %s", task.task, exc.detail)

@@ -11,9 +11,9 @@ import asyncio
 import logging
 from pathlib import Path
 
-from service.api import gallery
-from service.api.bodies import ItemInput
-from service.api.runtime import Runtime, TaskRuntime
+from service.core import gallery
+from service.core.gallery import ItemInput
+from service.core.state import Runtime, TaskRuntime
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 What a task serves right now (model version, index, searcher) has one owner: its follower's `serving`,
 replaced in one assignment at a model cut-over (`service.worker.follower.Serving`). `TaskRuntime` reads it,
 never copies it. A task whose index cannot serve (its gallery is of a model version the repository lacks)
-has no follower and says why in `problem` (503 on every index route, /readyz false).
+has no follower and says why in `problem` (`Unavailable` on every index operation, /readyz false).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from service.api.auth import KeyRing
-from service.api.errors import ApiError
 from service.config import Settings
+from service.core.errors import NotFound, Unavailable
 from service.inference import InferenceBackend, ModelInfo
 from service.metrics import GatewayMetrics, IndexSample
 from service.store import GalleryStore
@@ -69,36 +68,34 @@ class TaskRuntime:
         return self.follower.built if self.follower is not None else None
 
     def live(self) -> IndexFollower:
-        """The follower serving this task, or 503 saying why there is none."""
+        """The follower serving this task, or `Unavailable` saying why there is none."""
         if self.follower is None:
-            raise ApiError(503, f"task {self.task!r}: the index is unavailable: {self.problem or 'not loaded'}",
-                           headers={"Retry-After": "30"})
+            raise Unavailable(f"task {self.task!r}: the index is unavailable: {self.problem or 'not loaded'}",
+                              retry_after_s=30)
         return self.follower
 
     def serving(self) -> Serving:
-        """What serves now (model version, index, searcher) as one value, or 503."""
+        """What serves now (model version, index, searcher) as one value, or `Unavailable`."""
         return self.live().serving
 
 
 @dataclass
 class Runtime:
-    """Everything the routes use."""
+    """Everything the core's operations use (the HTTP layer keeps its own: keys, the rate limiter)."""
 
     settings: Settings
     backend: InferenceBackend
     metrics: GatewayMetrics
-    keys: KeyRing
     executor: ThreadPoolExecutor
     tasks: dict[str, TaskRuntime] = field(default_factory=dict)
     queue: JobQueue | None = None  # the rebuild job queue (None until opened)
     catalog: EngineCatalog | None = None  # the Milvus catalog (None: FAISS in this process's memory)
 
     def task(self, name: str) -> TaskRuntime:
-        """The served task, or 404 naming the served ones."""
+        """The served task, or `NotFound` naming the served ones."""
         found = self.tasks.get(name)
         if found is None:
-            raise ApiError(404, f"unknown task {name!r}; this server serves {sorted(self.tasks)}",
-                           slug="unknown-task")
+            raise NotFound(f"unknown task {name!r}; this server serves {sorted(self.tasks)}", slug="unknown-task")
         return found
 
     def index_samples(self) -> list[IndexSample]:
