@@ -6,8 +6,9 @@ Engines, each through the service's own code:
   faiss-hnsw   the same with HNSW32 (efSearch tuned), the graph type Milvus uses below;
   milvus-hnsw  `MilvusCatalog.create` (HNSW M=32, efConstruction=200 above flat_below) and `MilvusIndex.upsert`,
                i.e. the pymilvus client a Milvus cluster is driven with, on an embedded Milvus Lite file. The
-               engine does not pass `ef` yet (Milvus's default 64 applies); the bench tunes it by calling the
-               same client's search with `params={"ef": ...}` and also reports the engine's own search.
+               bench tunes `ef` on its own held-out queries (the engine's `MilvusCatalog.tune` does the same
+               on midpoint queries when a gateway fills a collection) and also reports the engine's search
+               at Milvus's default ef (64: the engine's own before it is tuned).
 
 Per engine: build time (Milvus: insert + flush, which builds the per-segment indexes); the cheapest search
 parameter reaching recall@k >= target on held-out tuning queries; recall and QPS on other held-out queries
@@ -104,26 +105,14 @@ class MilvusEngine:
         while (info := client.describe_index(name, "vector"))["indexed_rows"] < info["total_rows"]:
             time.sleep(0.2)
         t2 = time.perf_counter()
-        self._settle_lite(name)
+        self.catalog.settle_lite(name)
         t3 = time.perf_counter()
         log.info("milvus index %s", info)
         return {"build_s": t3 - t0, "insert_s": t1 - t0, "flush_index_s": t2 - t1, "settle_s": t3 - t2,
                 "index_type": info["index_type"]}
 
-    def _settle_lite(self, name: str) -> None:
-        """Milvus Lite compacts the flushed segments and indexes the merged ones in a background thread after
-        `describe_index` already says done; searches meanwhile hit unindexed segments. Wait for it (through
-        Lite's in-process objects: no client call does), so searches are measured on the settled collection."""
-        try:
-            from milvus_lite.server_manager import server_manager_instance
-        except ImportError:  # a Milvus server: it indexes on its own schedule
-            return
-        for _server, db, _port in list(server_manager_instance._servers.values()):
-            if db.has_collection(name):
-                db.get_collection(name)._wait_for_bg()
-
     def _search_ef(self, xq: np.ndarray, ef: int | None) -> np.ndarray:
-        """MilvusIndex.search_prepared's call, with the HNSW `ef` the engine does not pass yet."""
+        """MilvusIndex.search_prepared's call at the bench's own `ef`."""
         params = {"metric_type": "IP"} | ({"params": {"ef": ef}} if ef else {})
         found = self.catalog.client.search(self.index.collection, data=xq.tolist(), limit=self.k,
                                            output_fields=["metadata"], search_params=params,
@@ -135,7 +124,7 @@ class MilvusEngine:
         return out
 
     def engine_search(self, xq: np.ndarray) -> np.ndarray:
-        """The engine's own search (`MilvusIndex.search`, Milvus's default search parameters)."""
+        """The engine's own search (`MilvusIndex.search`, untuned here: Milvus's default ef)."""
         return self.index.search(xq, self.k, model_version=V).I
 
     def tune(self, xq: np.ndarray, gt: np.ndarray, target: float) -> str:

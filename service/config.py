@@ -92,6 +92,8 @@ class IndexSettings(BaseModel):
     min_rebuild_gap_s: float = 30.0  # follower: no new trigger this soon after its last request
     canary_queries: int = 16  # live queries re-run exactly per canary round
     canary_k: int = 10
+    # Milvus: the canary's exact truth is a scan of the collection, up to this many items (above: a wider search)
+    canary_exact_max_items: int = Field(default=100_000, ge=0)
     gpu: FaissGpuSettings = FaissGpuSettings()  # UFO_INDEX__GPU__TEMP_MEMORY_MB, ...
 
     @field_validator("engine")

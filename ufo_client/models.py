@@ -114,6 +114,7 @@ class IndexStatus(Answer):
     recall: float | None = None
     canary_recall: float | None = None
     canary_k: int | None = None
+    canary_exact: bool | None = None
     rebuilds: int = 0
 
 

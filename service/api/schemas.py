@@ -162,12 +162,14 @@ class IndexInfo(BaseModel):
     state: str = Field(description="ready, rebuilding (a background job is queued or running), or unavailable")
     detail: str | None = None
     version: str | None = Field(None, description="version of the rebuilt snapshot serving (None: built at start)")
-    search_params: str | None = Field(None, description="tuned operating point (nprobe, efSearch...)")
+    search_params: str | None = Field(None, description="tuned operating point (nprobe, efSearch; Milvus: ef)")
     last_build_at: float | None = Field(None, description="when the last background rebuild finished (epoch s)")
     job: dict[str, Any] | None = Field(None, description="the task's current or last rebuild job")
     recall: float | None = Field(None, description="recall@k measured on held-out queries at build time")
     canary_recall: float | None = Field(None, description="recall@k of sampled live queries (recall canary)")
     canary_k: int | None = None
+    canary_exact: bool | None = Field(None, description="whether the canary's last round compared with exact search "
+                                      "(false: a Milvus collection too large to scan, compared with a wider search)")
     rebuilds: int = Field(0, description="rebuilt snapshots swapped in since the gateway started")
 
 

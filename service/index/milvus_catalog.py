@@ -3,8 +3,13 @@
 `<prefix>_<task>__<version-slug>` holds a version's vectors; the alias `<prefix>_<task>` names the live
 collection. A model upgrade fills the new collection beside the live one, then `promote` moves the alias in
 one call (`alter_alias`): each search goes to exactly one collection, so an answer never mixes versions.
-The model version, dimension and change-log offset live in the collection's properties, so a gateway
-that restarts (or a new replica) reopens the live collection and catches up from the store after `offset`.
+The collection it named before is dropped `retire_after_s` later (searches in flight and other replicas have
+moved to the alias's new collection by then); one left by a stopped gateway stays listed by `retired`.
+The model version, dimension, change-log offset and tuned HNSW `ef` live in the collection's properties, so a
+gateway that restarts (or a new replica) reopens the live collection, searches it as tuned and catches up from
+the store after `offset`. The index type is chosen by size when a collection is made: exact (FLAT) below
+`index.flat_below` items, as the FAISS engine; HNSW above (GPU_CAGRA on GPU query nodes), its `ef` tuned once
+filled (`tune`, `milvus_tune.tune_ef`).
 """
 
 from __future__ import annotations
@@ -12,21 +17,33 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
+import time
 from pathlib import Path
 
 from service.index.milvus_engine import CONSISTENCY, ID_MAX_LENGTH, MilvusIndex, guarded
 from service.index.milvus_settings import MilvusSettings, is_lite
+from service.index.milvus_tune import tune_ef
+from service.index.tune import OperatingPoint
 
 log = logging.getLogger(__name__)
 PROP_VERSION, PROP_DIM, PROP_OFFSET = "ufo.model_version", "ufo.dim", "ufo.offset"
+PROP_EF, PROP_RECALL = "ufo.ef", "ufo.recall"  # the tuned HNSW ef and the recall@10 it reached
 
 
-def index_params(client, n_expected: int, flat_below: int, *, gpu: bool = False):  # noqa: ANN001, ANN201
+def index_type_for(n_expected: int, flat_below: int, *, gpu: bool = False) -> str:
     """Exact (FLAT) below `flat_below` items, as the FAISS engine; HNSW above (GPU_CAGRA on GPU query nodes)."""
-    params = client.prepare_index_params()
     if n_expected < flat_below:
+        return "FLAT"
+    return "GPU_CAGRA" if gpu else "HNSW"
+
+
+def index_params(client, index_type: str):  # noqa: ANN001, ANN201
+    """The vector field's index of this type, inner product."""
+    params = client.prepare_index_params()
+    if index_type == "FLAT":
         params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
-    elif gpu:
+    elif index_type == "GPU_CAGRA":
         params.add_index(field_name="vector", index_type="GPU_CAGRA", metric_type="IP",
                          params={"intermediate_graph_degree": 64, "graph_degree": 32})
     else:
@@ -40,16 +57,18 @@ class MilvusCatalog:
 
     name = "milvus"
 
-    def __init__(self, settings: MilvusSettings, *, flat_below: int = 50_000):
+    def __init__(self, settings: MilvusSettings, *, flat_below: int = 50_000, recall_target: float = 0.95):
         from pymilvus import MilvusClient
 
         self.settings = settings
         self.flat_below = flat_below
+        self.recall_target = recall_target
         if is_lite(settings.uri):
             Path(settings.uri).parent.mkdir(parents=True, exist_ok=True)
         self.client = self._call("connect", lambda: MilvusClient(
             settings.uri, token=settings.token or "", db_name=settings.db_name, timeout=settings.timeout_s))
         self._live: dict[str, MilvusIndex] = {}
+        self._retiring: dict[str, threading.Timer] = {}  # collection → its pending drop
 
     def _call(self, what, call):  # noqa: ANN001, ANN202
         return guarded(call, what, self.settings.retry_after_s)
@@ -100,9 +119,13 @@ class MilvusCatalog:
 
     def _index_of(self, name: str) -> MilvusIndex:
         props = self._call("describe", lambda: self.client.describe_collection(name)).get("properties", {})
+        described = self._call("describe index", lambda: self.client.describe_index(name, "vector")) or {}
         self._call("load", lambda: self.client.load_collection(name))
+        ef, recall = props.get(PROP_EF), props.get(PROP_RECALL)
         return MilvusIndex(self.client, name, int(props[PROP_DIM]), props[PROP_VERSION],
-                           offset=int(props.get(PROP_OFFSET, 0)), retry_after_s=self.settings.retry_after_s)
+                           offset=int(props.get(PROP_OFFSET, 0)), retry_after_s=self.settings.retry_after_s,
+                           index_type=described.get("index_type", "FLAT"), search_ef=int(ef) if ef else None,
+                           tuned_recall=float(recall) if recall else None)
 
     def create(self, task: str, model_version: str, dim: int, *, n_expected: int = 0) -> MilvusIndex:
         """A new empty collection for this version (one left by a failed upgrade is dropped first)."""
@@ -114,6 +137,8 @@ class MilvusCatalog:
         live = self._live.get(task)
         if (live is not None and live.collection == name) or self.aliased(task) == name:  # (another replica's)
             raise ValueError(f"{model_version!r} is already the live version of task {task!r}")
+        if (pending := self._retiring.pop(name, None)) is not None:  # made again (a roll-back): not retired
+            pending.cancel()
         if self._call("has collection", lambda: self.client.has_collection(name)):
             self._call("drop", lambda: self.client.drop_collection(name))
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -121,10 +146,51 @@ class MilvusCatalog:
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("metadata", DataType.JSON)
         props = {PROP_VERSION: model_version, PROP_DIM: str(dim), PROP_OFFSET: "0"}
-        params = index_params(self.client, n_expected, self.flat_below)
+        index_type = index_type_for(n_expected, self.flat_below)
         self._call("create", lambda: self.client.create_collection(
-            name, schema=schema, index_params=params, consistency_level=CONSISTENCY, properties=props))
-        return MilvusIndex(self.client, name, dim, model_version, retry_after_s=self.settings.retry_after_s)
+            name, schema=schema, index_params=index_params(self.client, index_type), consistency_level=CONSISTENCY,
+            properties=props))
+        return MilvusIndex(self.client, name, dim, model_version, retry_after_s=self.settings.retry_after_s,
+                           index_type=index_type)
+
+    def settle_lite(self, collection: str) -> None:
+        """Milvus Lite merges flushed segments and indexes the merged ones in a background thread after
+        `describe_index` already reports done (searches meanwhile scan unindexed segments: exact, so an ef
+        tuned then would be too small). Wait for it through Lite's in-process objects (no client call does);
+        a Milvus server needs nothing, and another Lite release without them is tuned on what is indexed."""
+        if not is_lite(self.settings.uri):
+            return
+        try:
+            from milvus_lite.server_manager import server_manager_instance
+
+            for _server, db, _port in list(server_manager_instance._servers.values()):
+                if db.has_collection(collection):
+                    db.get_collection(collection)._wait_for_bg()
+        except (ImportError, AttributeError) as exc:
+            log.debug("cannot wait for Milvus Lite's background indexing: %s", exc)
+
+    def tune(self, index: MilvusIndex) -> OperatingPoint | None:
+        """Once a new collection is filled: wait for Milvus to index it, tune its HNSW `ef` to the recall target
+        and keep it in the collection's properties (None for FLAT: exact as it is)."""
+        if index.index_type != "HNSW":
+            return None
+        self._call("flush", lambda: self.client.flush(index.collection))
+        deadline = time.monotonic() + self.settings.index_wait_s
+        while time.monotonic() < deadline:  # segments still being indexed would be searched exhaustively
+            described = self._call("describe index", lambda: self.client.describe_index(index.collection, "vector"))
+            if not described or int(described.get("pending_index_rows", 0) or 0) == 0:
+                break
+            time.sleep(1.0)
+        else:
+            log.warning("%s: still indexing after %.0f s; tuning on what is indexed", index.collection,
+                        self.settings.index_wait_s)
+        self.settle_lite(index.collection)
+        point = tune_ef(index, self.recall_target)
+        if point is not None:
+            index.tuned_recall = point.recall
+            self._call("set ef", lambda: self.client.alter_collection_properties(
+                index.collection, properties={PROP_EF: str(index.search_ef), PROP_RECALL: f"{point.recall:.6f}"}))
+        return point
 
     def promote(self, task: str, engine: MilvusIndex) -> None:
         """Point the task's alias at `engine`'s collection: one call, searches switch atomically."""
@@ -134,10 +200,31 @@ class MilvusCatalog:
         alias = self.alias(task)
         aliases = self._call("list aliases", lambda: self.client.list_aliases()).get("aliases", [])
         if alias in aliases:
+            before = self.aliased(task)
             self._call("alter alias", lambda: self.client.alter_alias(engine.collection, alias))
+            if before is not None and before != engine.collection:
+                self._retire_later(before)
         else:
             self._call("create alias", lambda: self.client.create_alias(engine.collection, alias))
         self._live[task] = engine
+
+    def _retire_later(self, collection: str) -> None:
+        timer = threading.Timer(self.settings.retire_after_s, self._drop_retired, [collection])
+        timer.daemon = True
+        self._retiring[collection] = timer
+        timer.start()
+
+    def _drop_retired(self, collection: str) -> None:
+        """Drop a collection no alias names any more (a background timer; a failure is logged, not raised)."""
+        self._retiring.pop(collection, None)
+        try:
+            if collection in self._call("list aliases", lambda: self.client.list_aliases(collection)).get(
+                    "aliases", []):
+                return  # promoted again meanwhile (a roll-back)
+            self._call("drop", lambda: self.client.drop_collection(collection))
+            log.info("dropped retired collection %s", collection)
+        except Exception as exc:
+            log.warning("could not drop retired collection %s: %s", collection, exc)
 
     def retired(self, task: str) -> list[str]:
         """The task's collections the alias no longer names (drop them once no request can still use them)."""
@@ -156,6 +243,9 @@ class MilvusCatalog:
             index.collection, properties={PROP_OFFSET: str(index.offset)}))
 
     def close(self) -> None:
+        for timer in list(self._retiring.values()):  # left for `retired` to list, never dropped half-way
+            timer.cancel()
+        self._retiring.clear()
         try:
             for task in list(self._live):
                 self.checkpoint(task)

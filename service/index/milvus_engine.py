@@ -3,7 +3,8 @@
 Rows are (id VARCHAR primary key, vector FLOAT_VECTOR, metadata JSON); the metric is inner product on the
 same L2-normalised vectors the FAISS engine holds, so ids and scores agree with it. The search's metadata
 filter goes to Milvus as an expression (`milvus_filter`), not fetched wide and filtered here; min_score is
-applied to the top k Milvus returns, which is exact because they come sorted by score.
+applied to the top k Milvus returns, which is exact because they come sorted by score. An HNSW collection is
+searched at its tuned `ef` (`milvus_tune`), FLAT exhaustively.
 
 Consistency is Strong on every call: a search waits until every write acknowledged before it started is
 visible, whichever gateway replica or worker process made it. Session consistency would only cover writes
@@ -14,7 +15,7 @@ after a load balancer sends its next request to another replica.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -70,20 +71,22 @@ class MilvusIndex(ChangeLogWrites):
     """`IndexEngine` over one Milvus collection (see module docstring)."""
 
     def __init__(self, client: MilvusClient, collection: str, dim: int, model_version: str, *, offset: int = 0,
-                 retry_after_s: float = 2.0):
+                 retry_after_s: float = 2.0, index_type: str = "FLAT", search_ef: int | None = None,
+                 tuned_recall: float | None = None):
         self.client = client
         self.collection = collection
         self.dim = dim
         self.model_version = model_version
         self.offset = offset
         self.retry_after_s = retry_after_s
+        self.index_type = index_type  # FLAT, HNSW or GPU_CAGRA (chosen by size when the collection was made)
+        self.search_ef = search_ef  # HNSW search effort, tuned to the recall target (None: Milvus's default)
+        self.tuned_recall = tuned_recall  # recall@10 at that ef on held-out queries when it was tuned
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
         return guarded(call, f"{what} on {self.collection}", self.retry_after_s)
 
     # What the index routes and metrics report of a FAISS index; Milvus keeps no delta or tombstones of ours.
-    factory = "milvus"
-    search_params = ""
     delta_size = 0
     tombstones = 0
     built_at: float | None = None
@@ -91,6 +94,14 @@ class MilvusIndex(ChangeLogWrites):
     @property
     def main_size(self) -> int:
         return len(self)
+
+    @property
+    def factory(self) -> str:
+        return f"milvus:{self.index_type}"
+
+    @property
+    def search_params(self) -> str:
+        return "" if self.search_ef is None else f"ef={self.search_ef}"
 
     # -- introspection -------------------------------------------------------------------------
 
@@ -105,6 +116,23 @@ class MilvusIndex(ChangeLogWrites):
     def metadata_of(self, item_id: str) -> dict[str, Any] | None:
         rows = self._rows([item_id], ["id", "metadata"])
         return dict(rows[0]["metadata"]) if rows else None
+
+    def vectors_of(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of these ids (absent ids left out)."""
+        if not ids:
+            return {}
+        return {r["id"]: np.asarray(r["vector"], dtype=np.float32) for r in self._rows(list(ids), ["id", "vector"])}
+
+    def iter_vectors(self, batch: int = 4096) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Every (ids, vectors) of the collection, a batch at a time (a full read: for tuning and the canary)."""
+        pages = self._call("scan", lambda: self.client.query_iterator(
+            self.collection, batch_size=batch, filter="", output_fields=["id", "vector"],
+            consistency_level=CONSISTENCY))
+        try:
+            while rows := self._call("scan", pages.next):
+                yield [r["id"] for r in rows], np.asarray([r["vector"] for r in rows], dtype=np.float32)
+        finally:
+            pages.close()
 
     def _rows(self, ids: list[str], fields: list[str]) -> list[dict[str, Any]]:
         expr = f"id in [{', '.join(string_literal(i) for i in ids)}]"
@@ -156,8 +184,16 @@ class MilvusIndex(ChangeLogWrites):
         xq = self.prepare_queries(xq, model_version)
         return SearchResult.from_hits(self.search_prepared(xq, [query] * len(xq)), k)
 
-    def search_prepared(self, xq: np.ndarray, queries: Sequence[Query]) -> list[list[Hit]]:
-        """Prepared queries, each with its own options: one Milvus call per (k, filter) group."""
+    def search_params_for(self, k: int, ef: int | None = None) -> dict[str, Any]:
+        """Milvus search parameters: inner product, and for HNSW the ef (at least k, which Milvus requires)."""
+        ef = ef or self.search_ef
+        if self.index_type != "HNSW" or ef is None:
+            return {"metric_type": "IP"}
+        return {"metric_type": "IP", "params": {"ef": max(ef, k)}}
+
+    def search_prepared(self, xq: np.ndarray, queries: Sequence[Query], *, ef: int | None = None) -> list[list[Hit]]:
+        """Prepared queries, each with its own options: one Milvus call per (k, filter) group. `ef` overrides
+        the tuned search effort (tuning and the canary's reference search)."""
         groups: dict[tuple[int, str], list[int]] = {}
         for row, query in enumerate(queries):
             if query.k > MAX_K:
@@ -167,7 +203,8 @@ class MilvusIndex(ChangeLogWrites):
         for (k, expr), rows in groups.items():
             found = self._call("search", lambda rows=rows, k=k, expr=expr: self.client.search(
                 self.collection, data=[xq[r].tolist() for r in rows], limit=k, filter=expr,
-                output_fields=["metadata"], search_params={"metric_type": "IP"}, consistency_level=CONSISTENCY))
+                output_fields=["metadata"], search_params=self.search_params_for(k, ef),
+                consistency_level=CONSISTENCY))
             for row, answer in zip(rows, found, strict=True):
                 floor = queries[row].min_score
                 hits[row] = [Hit(h["id"], float(h["distance"]), dict(h["entity"]["metadata"] or {}))

@@ -46,6 +46,9 @@ class MilvusSettings(BaseModel):
     collection_prefix: str = "ufo"  # collections "<prefix>_<task>_<version>", alias "<prefix>_<task>"
     timeout_s: float = Field(default=10.0, gt=0)  # per call: a slow Milvus answers 503, never a hang
     retry_after_s: float = Field(default=2.0, gt=0)  # what a 503 tells clients while Milvus is unreachable
+    index_wait_s: float = Field(default=600.0, ge=0)  # how long a new HNSW collection may index before ef tuning
+    # a collection the alias no longer names is dropped this long after (requests in flight, replicas adopting)
+    retire_after_s: float = Field(default=600.0, ge=0)
 
     @field_validator("uri")
     @classmethod

@@ -110,6 +110,7 @@ class IndexFollower:
         self.on_swap = on_swap  # called with the new index after a model cut-over (re-point the searcher)
         self.on_new_model = on_new_model  # called once per snapshot of another model version
         self.canary = RecallCanary(k=opts.canary_k, per_round=opts.canary_queries,
+                                   max_exact_items=opts.canary_exact_max_items,
                                    on_result=lambda r: on_recall and on_recall(task, opts.canary_k, r))
         self.swaps = 0
         self.last_error: str | None = None
@@ -187,8 +188,10 @@ class IndexFollower:
             "search_params": index.search_params, "size": len(index), "main_size": index.main_size,
             "delta_size": index.delta_size, "tombstones": index.tombstones, "offset": index.offset,
             "built_at": index.built_at, "snapshot": None if snap is None else asdict(snap), "job": job,
-            "recall": None if snap is None else snap.recall, "canary_recall": self.canary.recall,
-            "canary_k": self.canary.k, "swaps": self.swaps, "last_error": self.last_error,
+            # the build's tuned recall: the snapshot's (FAISS) or the collection's (Milvus tunes its own ef)
+            "recall": snap.recall if snap is not None else getattr(index, "tuned_recall", None),
+            "canary_recall": self.canary.recall, "canary_k": self.canary.k, "canary_exact": self.canary.exact,
+            "swaps": self.swaps, "last_error": self.last_error,
             "upgrade": None if self.upgrade is None else self.upgrade.to_dict(),
         }
 
@@ -360,7 +363,7 @@ class IndexFollower:
         self._freeze()
         self._subscription = self.queue.subscribe(self.task)
         self._tasks.append(asyncio.create_task(self._follow(), name=f"follow-{self.task}"))
-        if self.opts.canary_interval_s > 0 and self.rebuilds:  # (the canary measures FAISS indexes)
+        if self.opts.canary_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._canary(), name=f"canary-{self.task}"))
 
     def _freeze(self) -> None:

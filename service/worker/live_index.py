@@ -130,6 +130,7 @@ async def open_milvus(task: str, store: GalleryStore, catalog: EngineCatalog, *,
     count = await store.count()
     fresh = await asyncio.to_thread(catalog.create, task, model_version, dim, n_expected=count)  # type: ignore[call-arg]
     report = await fill_from_store(fresh, store)
+    await asyncio.to_thread(catalog.tune, fresh)  # type: ignore[attr-defined]  # (HNSW: ef to the recall target)
     await asyncio.to_thread(catalog.promote, task, fresh)
     return Opened(fresh, None, report)
 

@@ -234,7 +234,7 @@ async def upgrade_model(follower: IndexFollower, model_version: str, embed: Embe
 async def build_new_index(follower: IndexFollower, gallery: Gallery, opts: IndexSettings
                           ) -> tuple[IndexEngine, OperatingPoint | None]:
     """The new version's index beside the live one: FAISS built and tuned like a rebuild job; with Milvus a
-    new collection in the follower's catalog, filled (promoted at the cut-over)."""
+    new collection in the follower's catalog, filled and tuned (promoted at the cut-over)."""
     if follower.rebuilds or follower.catalog is None:
         factory = choose_factory(len(gallery.ids), gallery.xb.shape[1], opts)
         index, point, _ = await build_beside(gallery, factory, opts, threads=1)  # FAISS part reniced
@@ -247,7 +247,7 @@ async def build_new_index(follower: IndexFollower, gallery: Gallery, opts: Index
         await asyncio.to_thread(index.upsert, gallery.ids[start:end], gallery.xb[start:end],
                                 gallery.metadata[start:end], model_version=gallery.model_version)
     index.offset = gallery.offset
-    return index, None
+    return index, await asyncio.to_thread(catalog.tune, index)  # type: ignore[attr-defined]
 
 
 async def save_upgrade_snapshot(follower: IndexFollower, index: Any, snapshots: SnapshotStore,

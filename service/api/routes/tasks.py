@@ -42,7 +42,7 @@ def index_info(task: TaskRuntime, follower: dict[str, Any] | None = None) -> Ind
         state=state, detail=task.problem or f.get("last_error"), version=snapshot.get("version"),
         search_params=f.get("search_params"), last_build_at=job.get("last_build_at"), job=job or None,
         recall=f.get("recall"), canary_recall=f.get("canary_recall"), canary_k=f.get("canary_k"),
-        rebuilds=f.get("swaps", 0),
+        canary_exact=f.get("canary_exact"), rebuilds=f.get("swaps", 0),
     )
 
 

@@ -46,7 +46,7 @@ def milvus_settings(workdir: Path) -> dict[str, str]:
 
 
 def index_type(server: LiveServer) -> str:
-    return "milvus" if "milvus" in server.log_path.parent.name else "Flat"
+    return "milvus:FLAT" if "milvus" in server.log_path.parent.name else "Flat"
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ trained demo face gallery gives the same rank-1 answers on FAISS and on Milvus."
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,9 @@ from service.app import create_app
 
 from .conftest import DEMO_MODELS, app_settings, export_random_vit, start_server
 from .test_demo_models import b64
-from .test_upgrade_route import N_PEOPLE, SelfSearches, enroll_images, wait_for_answers, wait_for_upgrade
+from .test_upgrade_route import SelfSearches, enroll_images, wait_for_answers, wait_for_upgrade
+
+N_PEOPLE = 12  # past the recall@10 the Milvus engine tunes on
 
 
 def milvus(workdir: Path) -> dict[str, str]:
@@ -55,7 +58,7 @@ def test_restart_keeps_everything_and_the_gateway_holds_no_index_state(api_repo:
         with server.client() as client:
             assert client.get("/readyz").json()["checks"]["indexes"] == {"face": "ok", "product": "ok"}
             index = client.get("/v1/tasks/face/index").json()
-            assert (index["size"], index["type"], index["state"]) == (5, "milvus", "ready")
+            assert (index["size"], index["type"], index["state"]) == (5, "milvus:FLAT", "ready")
             assert [top_id(client, s) for s in (0, 1, 5, 40)] == ["m0", "m1", "m5", "m4"]
             assert top_id(client, 3) != "m3"  # deleted before the restart: stays deleted
             even = client.post("/v1/tasks/face/search", json={"embedding": unit(0), "k": 10,
@@ -69,7 +72,10 @@ def test_upgrade_moves_the_alias_with_no_mixed_answer(api_repo: Path, tmp_path: 
                                                       faces: dict[str, list[bytes]]) -> None:
     repo = Path(shutil.copytree(api_repo, tmp_path / "repo"))
     gallery = {person: images[0] for person, images in list(faces.items())[:N_PEOPLE]}
-    server = start_server(repo, tmp_path / "gw", **milvus(tmp_path))
+    # the first collection starts empty (exact: FLAT); the upgrade's, filled with the gallery, is past
+    # flat_below: HNSW, its ef tuned to the recall target once filled
+    hnsw = {**milvus(tmp_path), "index__flat_below": str(N_PEOPLE), "index__canary_interval_s": "0.2"}
+    server = start_server(repo, tmp_path / "gw", **hnsw)
     try:
         with server.client() as client:
             enroll_images(client, gallery)
@@ -86,11 +92,19 @@ def test_upgrade_moves_the_alias_with_no_mixed_answer(api_repo: Path, tmp_path: 
             assert all(top == query and score > 0.99 for query, top, score, _ in load.answers)  # never a mix
     finally:
         server.stop()
-    server = start_server(repo, tmp_path / "gw", **milvus(tmp_path))  # the alias names v2's collection now
+    server = start_server(repo, tmp_path / "gw", **hnsw)  # the alias names v2's collection now
     try:
         with server.client() as client:
             assert client.get("/v1/tasks/face/model").json()["model_version"] == "ufo_face/2"
-            assert client.get("/v1/tasks/face/index").json()["size"] == N_PEOPLE
+            index = client.get("/v1/tasks/face/index").json()
+            assert (index["size"], index["type"]) == (N_PEOPLE, "milvus:HNSW"), index
+            assert index["search_params"].startswith("ef=") and index["recall"] >= 0.95, index  # as tuned
+            assert top_id(client, 1) in gallery  # live queries for the recall canary
+            for _ in range(300):
+                if (index := client.get("/v1/tasks/face/index").json())["canary_recall"] is not None:
+                    break
+                time.sleep(0.1)
+            assert index["canary_exact"] is True and index["canary_recall"] >= 0.9, index
     finally:
         server.stop()
 

@@ -112,7 +112,7 @@ def test_writes_on_one_replica_are_found_on_the_other_at_once(replicas: tuple[Li
         assert top_ids(a, 9999, 1) == ["g7"] and "g7" not in top_ids(a, 107)
         for client in (a, b):
             index = client.get("/v1/tasks/face/index").json()
-            assert (index["size"], index["type"]) == (38, "milvus"), index
+            assert (index["size"], index["type"]) == (38, "milvus:FLAT"), index
 
 
 def wait_for_version(client: httpx.Client, version: str) -> None:
