@@ -78,10 +78,12 @@ class MilvusCatalog:
             raise ValueError(f"task names for the milvus engine are letters, digits and _, got {task!r}")
         return f"{self.settings.collection_prefix}_{task}"
 
-    def collection(self, task: str, model_version: str) -> str:
+    def collection(self, task: str, model_version: str, generation: str = "") -> str:
+        """The collection of a task's model version; `generation` names a rebuild's (the same version again)."""
         readable = re.sub(r"[^A-Za-z0-9_]", "_", model_version)[:64]
         digest = hashlib.sha256(model_version.encode()).hexdigest()[:8]
-        return f"{self.alias(task)}__{readable}_{digest}"
+        again = f"_{generation}" if generation else ""
+        return f"{self.alias(task)}__{readable}_{digest}{again}"
 
     # -- the catalog ---------------------------------------------------------------------------
 
@@ -127,13 +129,16 @@ class MilvusCatalog:
                            index_type=described.get("index_type", "FLAT"), search_ef=int(ef) if ef else None,
                            tuned_recall=float(recall) if recall else None)
 
-    def create(self, task: str, model_version: str, dim: int, *, n_expected: int = 0) -> MilvusIndex:
-        """A new empty collection for this version (one left by a failed upgrade is dropped first)."""
+    def create(self, task: str, model_version: str, dim: int, *, n_expected: int = 0,
+               generation: str = "") -> MilvusIndex:
+        """A new empty collection for this version (one left by a failed upgrade is dropped first), indexed for
+        `n_expected` items; `generation` makes the live version's collection again (a rebuild)."""
         from pymilvus import DataType
 
-        if dim <= 0 or not model_version:
-            raise ValueError(f"need a positive dim and a model version, got {dim} / {model_version!r}")
-        name = self.collection(task, model_version)
+        if dim <= 0 or not model_version or not re.fullmatch(r"[A-Za-z0-9]*", generation):
+            raise ValueError(f"need a positive dim, a model version and an alphanumeric generation, got {dim} / "
+                             f"{model_version!r} / {generation!r}")
+        name = self.collection(task, model_version, generation)
         live = self._live.get(task)
         if (live is not None and live.collection == name) or self.aliased(task) == name:  # (another replica's)
             raise ValueError(f"{model_version!r} is already the live version of task {task!r}")
@@ -207,6 +212,10 @@ class MilvusCatalog:
         else:
             self._call("create alias", lambda: self.client.create_alias(engine.collection, alias))
         self._live[task] = engine
+
+    def drop(self, collection: str) -> None:
+        """Drop a collection this catalog made and never promoted (a rebuild that did not finish)."""
+        self._call("drop", lambda: self.client.drop_collection(collection))
 
     def _retire_later(self, collection: str) -> None:
         timer = threading.Timer(self.settings.retire_after_s, self._drop_retired, [collection])

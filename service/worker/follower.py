@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ from service.worker.canary import RecallCanary
 from service.worker.changes import ApplyStats, Reembedder, follow_log
 from service.worker.fairness import freeze_gc, responsive_gil
 from service.worker.live_index import alias_moved, open_live_index, rebuild_or_refill, reopen_aliased
+from service.worker.milvus_rebuild import adopt_same_version, recreate, recreate_reason
 from service.worker.queue import JobQueue, Subscription
 from service.worker.records import JobStatus, SnapshotInfo
 from service.worker.snapshots import SnapshotStore
@@ -117,6 +118,7 @@ class IndexFollower:
         self.model_error: str | None = None  # why another replica's new model is not adopted yet (retried)
         self.engine_error: str | None = None  # why the index engine (Milvus) did not answer the last round
         self.upgrade: UpgradeStatus | None = None  # progress of a model upgrade (service.worker.upgrade)
+        self.job: JobStatus | None = None  # Milvus: this process's last rebuild (FAISS jobs live in the queue)
         self.catalog = catalog  # the engine's catalog: a cut-over promotes the new index there (Milvus alias)
         self.built = built  # the build from the store at open, when there was one
         self.freeze_gc = freeze_gc  # gc.freeze() after start and swaps: no full-GC stalls mid-rebuild (fairness.py)
@@ -180,7 +182,7 @@ class IndexFollower:
         """Everything GET /v1/tasks/{task}/index reports: index, snapshot, job, canary, upgrade."""
         index, snap = self.index, self.snapshot
         try:
-            job: dict[str, Any] | None = (await self.queue.job_status(self.task)).to_dict()
+            job: dict[str, Any] | None = (self.job or await self.queue.job_status(self.task)).to_dict()
         except Exception as exc:  # the queue being down must not take the status route with it
             job = {"state": None, "error": f"job queue unreachable: {exc}"}
         return {
@@ -209,15 +211,33 @@ class IndexFollower:
             return await follow_log(index, self.store, reembed=self.reembed)
 
     async def request_rebuild(self, reason: str = "request") -> JobStatus:
-        """Queue a rebuild of this task (joined when one is queued or running)."""
+        """Queue a rebuild of this task (joined when one is queued or running); Milvus: make its collection
+        again, in this process (`service.worker.milvus_rebuild`)."""
         self._requested_at = time.monotonic()
-        return await self.queue.request_rebuild(self.task, reason, model_version=self.model_version)
+        if self.rebuilds:
+            return await self.queue.request_rebuild(self.task, reason, model_version=self.model_version)
+        if self.job is None or self.job.state != "running":
+            now = time.time()
+            self.job = JobStatus(self.task, "running", f"{self.task}-{time.time_ns():x}", reason, now, now)
+            self._tasks.append(asyncio.create_task(self._recreate(self.job), name=f"recreate-{self.task}"))
+        return self.job
+
+    async def _recreate(self, job: JobStatus) -> None:
+        try:
+            self.job = await recreate(self, job)
+        except Exception as exc:  # the live collection keeps serving; the next trigger or request tries again
+            self.job = replace(job, state="failed", finished_at=time.time(), error=f"{type(exc).__name__}: {exc}")
+            log.error("%s: making the collection again failed: %s", self.task, self.job.error)
 
     async def check_triggers(self) -> str | None:
         """Request a rebuild when a trigger fires (not again within `min_rebuild_gap_s`); returns the reason."""
-        if (time.monotonic() - self._requested_at < self.opts.min_rebuild_gap_s or self.upgrading
-                or not self.rebuilds):
+        if time.monotonic() - self._requested_at < self.opts.min_rebuild_gap_s or self.upgrading:
             return None
+        if not self.rebuilds:
+            reason = recreate_reason(self.index, self.opts)
+            if reason is not None:
+                await self.request_rebuild(reason)
+            return reason
         last = self.snapshot.built_at if self.snapshot is not None else self.index.built_at
         reason = rebuild_reason(self.index, self.opts, last, time.time())
         if reason is not None and len(self.index) > 0:
@@ -332,6 +352,8 @@ class IndexFollower:
         latest = moved if not self.rebuilds else announced or await self.queue.latest_snapshot(self.task)
         if latest is not None and latest.model_version != self.model_version:
             await self._tell_new_model(latest)
+        elif moved is not None and not self.swap_lock.locked():  # another process made the collection again
+            await adopt_same_version(self, moved)
         elif latest is not None and self.wants(latest) and not self.swap_lock.locked():
             await self.adopt(latest)  # (not while an upgrade holds the lock: the log must keep flowing)
         await self.check_triggers()

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 JobState = Literal["queued", "running", "done", "failed"]
-REASONS = ("delta", "tombstones", "schedule", "request", "startup")
+REASONS = ("delta", "tombstones", "schedule", "request", "startup", "size")  # size: Milvus, FLAT outgrown
 
 
 def new_job_id() -> str:

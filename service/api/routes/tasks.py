@@ -35,10 +35,10 @@ def index_info(task: TaskRuntime, follower: dict[str, Any] | None = None) -> Ind
     seconds = job.get("last_build_seconds") or (rebuild.seconds if rebuild else None)
     return IndexInfo(
         task=task.task, model_version=task.model_version, dim=task.info.embedding_dim,
-        type=index.factory if index else "none", size=len(index) if index else 0,
-        main_size=index.main_size if index else 0, delta_size=index.delta_size if index else 0,
-        tombstones=index.tombstones if index else 0, offset=index.offset if index else 0,
-        built_at=index.built_at if index else None, last_rebuild_seconds=seconds,
+        type=index.factory if index is not None else "none", size=len(index) if index is not None else 0,
+        main_size=index.main_size if index is not None else 0, delta_size=index.delta_size if index is not None else 0,
+        tombstones=index.tombstones if index is not None else 0, offset=index.offset if index is not None else 0,
+        built_at=index.built_at if index is not None else None, last_rebuild_seconds=seconds,
         state=state, detail=task.problem or f.get("last_error"), version=snapshot.get("version"),
         search_params=f.get("search_params"), last_build_at=job.get("last_build_at"), job=job or None,
         recall=f.get("recall"), canary_recall=f.get("canary_recall"), canary_k=f.get("canary_k"),
@@ -67,5 +67,5 @@ async def rebuild_index(task: TaskDep) -> RebuildResponse:
     keep being answered from the live index; poll GET /v1/tasks/{task}/index for the job and the new version."""
     job = await gallery.rebuild(task)
     return RebuildResponse(task=task.task, job_id=job.job_id, state=job.state, reason=job.reason,
-                           count=len(task.index) if task.index else 0,
-                           type=task.index.factory if task.index else "none")
+                           count=len(task.index) if task.index is not None else 0,
+                           type=task.index.factory if task.index is not None else "none")

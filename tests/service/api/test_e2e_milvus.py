@@ -47,8 +47,6 @@ def test_restart_keeps_everything_and_the_gateway_holds_no_index_state(api_repo:
             assert client.delete("/v1/tasks/face/items/m3").status_code == 204
             upsert = {"id": "m4", "embedding": unit(40), "metadata": {"n": 40}}
             assert client.post("/v1/tasks/face/items", json=upsert).status_code == 200
-            rebuild = client.post("/v1/tasks/face/index/rebuild")
-            assert rebuild.status_code == 409 and "Milvus" in rebuild.json()["detail"]
     finally:
         server.stop()  # (Milvus Lite re-raises SIGTERM after the graceful shutdown: the exit code is -15)
     assert "Application shutdown complete" in server.logs()
@@ -64,6 +62,50 @@ def test_restart_keeps_everything_and_the_gateway_holds_no_index_state(api_repo:
             even = client.post("/v1/tasks/face/search", json={"embedding": unit(0), "k": 10,
                                                                "filter": {"even": True}}).json()["hits"]
             assert sorted(h["id"] for h in even) == ["m0", "m2"]  # m4 was overwritten without `even`
+    finally:
+        server.stop()
+
+
+def wait_for_job(client: httpx.Client, reason: str) -> dict:
+    for _ in range(600):
+        index = client.get("/v1/tasks/face/index").json()
+        if (index["job"] or {}).get("reason") == reason and index["job"]["state"] in ("done", "failed"):
+            return index
+        time.sleep(0.1)
+    raise AssertionError(f"no finished {reason} rebuild: {index}")
+
+
+def test_a_flat_collection_outgrown_is_made_again_as_hnsw_with_no_write_lost(api_repo: Path,
+                                                                              tmp_path: Path) -> None:
+    """Milvus never changes an index's type: past flat_below the follower makes the collection again (HNSW,
+    ef tuned) beside the live one and moves the alias, while writes keep coming; the admin route does it too."""
+    settings = {**milvus(tmp_path), "index__flat_below": "20", "index__poll_interval_s": "0.1",
+                "index__min_rebuild_gap_s": "0"}
+    server = start_server(api_repo, tmp_path / "gw", **settings)
+    try:
+        with server.client() as client:
+            first = client.get("/v1/tasks/face/index").json()
+            assert (first["type"], first["size"]) == ("milvus:FLAT", 0)
+            items = [{"id": f"g{i}", "embedding": unit(i)} for i in range(30)]
+            assert client.post("/v1/tasks/face/items", json={"items": items}).status_code == 200
+            written = 30
+            while (client.get("/v1/tasks/face/index").json()["job"] or {}).get("state") != "done" and written < 300:
+                item = {"id": f"g{written}", "embedding": unit(written)}  # writes while it is made again
+                assert client.post("/v1/tasks/face/items", json=item).status_code == 200
+                written += 1
+            index = wait_for_job(client, "size")
+            assert index["job"]["state"] == "done", index["job"]
+            assert index["type"] == "milvus:HNSW" and index["search_params"].startswith("ef="), index
+            assert index["size"] == written and index["recall"] >= 0.95
+            assert [top_id(client, s) for s in range(written)] == [f"g{s}" for s in range(written)]
+            made = index["job"]["last_version"]  # the new collection's name
+
+            again = client.post("/v1/tasks/face/index/rebuild")
+            assert again.status_code == 200 and again.json()["state"] == "running", again.text
+            index = wait_for_job(client, "request")
+            assert index["job"]["state"] == "done" and index["job"]["last_version"] != made, index["job"]
+            assert (index["type"], index["size"]) == ("milvus:HNSW", written)
+            assert [top_id(client, s) for s in range(0, written, 7)] == [f"g{s}" for s in range(0, written, 7)]
     finally:
         server.stop()
 

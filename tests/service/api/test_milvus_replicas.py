@@ -114,6 +114,19 @@ def test_writes_on_one_replica_are_found_on_the_other_at_once(replicas: tuple[Li
             index = client.get("/v1/tasks/face/index").json()
             assert (index["size"], index["type"]) == (38, "milvus:FLAT"), index
 
+        # A makes the collection again (admin rebuild) and moves the alias; B switches to it on its next round
+        swaps = b.get("/v1/tasks/face/index").json()["rebuilds"]
+        assert a.post("/v1/tasks/face/index/rebuild").json()["state"] == "running"
+        deadline = time.monotonic() + CONVERGE_S
+        while (a.get("/v1/tasks/face/index").json()["job"] or {}).get("state") != "done" or \
+                b.get("/v1/tasks/face/index").json()["rebuilds"] == swaps:
+            assert time.monotonic() < deadline, (a.get("/v1/tasks/face/index").json(), swaps)
+            time.sleep(0.1)
+        assert all(top_ids(b, seed, 1) == [item_id] for item_id, seed in gallery.items() if item_id not in
+                   ("g3", "g4", "g7"))
+        enroll(b, {"after": 4242})
+        assert top_ids(a, 4242, 1) == ["after"] and b.get("/v1/tasks/face/index").json()["size"] == 39
+
 
 def wait_for_version(client: httpx.Client, version: str) -> None:
     """Until the replica serves `version` (a bounded wait for its follower's adoption)."""
