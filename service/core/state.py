@@ -1,7 +1,7 @@
 """What the app holds while it runs: the inference backend and, per task, its store and index follower.
 
 What a task serves right now (model version, index, searcher) has one owner: its follower's `serving`,
-replaced in one assignment at a model cut-over (`service.worker.follower.Serving`). `TaskRuntime` reads it,
+replaced in one assignment at a model cut-over (`service.worker.serving.Serving`). `TaskRuntime` reads it,
 never copies it. A task whose index cannot serve (its gallery is of a model version the repository lacks)
 has no follower and says why in `problem` (`Unavailable` on every index operation, /readyz false).
 """
@@ -22,8 +22,9 @@ from service.store import GalleryStore
 if TYPE_CHECKING:
     from service.index import CoalescingSearcher, RebuildReport
     from service.index.engine import EngineCatalog, IndexEngine
-    from service.worker.follower import IndexFollower, Serving
+    from service.worker.follower import IndexFollower
     from service.worker.queue import JobQueue
+    from service.worker.serving import Serving
 
 
 def model_version_of(info: ModelInfo) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 _EXPORTS = {
     "ImageKeeper": "service.worker.images",
     "IndexFollower": "service.worker.follower",
-    "Serving": "service.worker.follower",
-    "rebuild_reason": "service.worker.follower",
+    "Serving": "service.worker.serving",
+    "rebuild_reason": "service.worker.triggers",
     "JobQueue": "service.worker.queue",
     "open_job_queue": "service.worker.queue",
     "queue_url": "service.worker.queue",

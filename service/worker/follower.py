@@ -13,9 +13,10 @@
 - Model upgrades: `serving` (model version, index, searcher) is one value, replaced by one assignment
   (`cut_over`, `service.worker.upgrade`): a query embedded with its model is searched in its index.
 - Engines: a FAISS index is rebuilt by jobs and adopted from snapshots; a Milvus collection indexes and
-  compacts itself, so the follower only applies the log to it and promotes (alias) at a cut-over. Each
-  round it also reads the task's alias: when another replica moved it to another model version's collection,
-  that is handed to `on_new_model` like a FAISS snapshot of a new model, and adopted the same way.
+  compacts itself: the follower applies the log to it, makes it again when it outgrows FLAT or on request
+  (`milvus_rebuild`), and promotes (alias) at a cut-over. Each round it reads the task's alias: another model
+  version's collection goes to `on_new_model` like a FAISS snapshot of a new model; its own version's is
+  switched to (another replica's rebuild).
 
 The gateway and the tests build it the same way: `IndexFollower.open(...)` (`live_index.open_live_index`).
 """
@@ -28,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,9 @@ from service.worker.live_index import alias_moved, open_live_index, rebuild_or_r
 from service.worker.milvus_rebuild import adopt_same_version, recreate, recreate_reason
 from service.worker.queue import JobQueue, Subscription
 from service.worker.records import JobStatus, SnapshotInfo
+from service.worker.serving import Serving
 from service.worker.snapshots import SnapshotStore
+from service.worker.triggers import rebuild_reason
 from service.worker.upgrade_status import UpgradeStatus
 
 if TYPE_CHECKING:
@@ -57,38 +60,10 @@ log = logging.getLogger(__name__)
 NEW_MODEL_RETRY_S = 5.0  # a replica that cannot adopt another replica's new model yet tries again this often
 
 
-@dataclass(frozen=True, slots=True)
-class Serving:
-    """What a task serves, as one value replaced by one assignment at a cut-over: embed a query with
-    `model_version` (`info`, the backend's description of it, in the gateway), search it in `index` through
-    `searcher` (the gateway's coalescing searcher, shared across cut-overs; None in workers and tests)."""
-
-    model_version: str
-    index: IndexEngine
-    searcher: CoalescingSearcher | None = None
-    info: ModelInfo | None = None
-
-    def but(self, index: IndexEngine, info: ModelInfo | None = None) -> Serving:
-        """The next model's serving: its index, the same searcher."""
-        return Serving(index.model_version, index, self.searcher, info)
-
-
 def snapshot_path(info: SnapshotInfo, snapshots: SnapshotStore | None) -> Path:
     """Where `info`'s data file is on this host: under our own mount of the shared snapshot folder when we
     know it (pods may mount it at different paths), else the writer's path."""
     return snapshots.data_path(info.task, info.version) if snapshots is not None else Path(info.path)
-
-
-def rebuild_reason(index: VectorIndex, opts: IndexSettings, last_build_at: float | None, now: float) -> str | None:
-    """Which trigger fires for `index`, if any: delta size, tombstone ratio, or the schedule."""
-    if index.delta_size >= opts.rebuild_delta_items > 0:
-        return "delta"
-    stored = index.main_size + index.delta_size
-    if index.tombstones and stored and index.tombstones / stored >= opts.rebuild_tombstone_ratio > 0:
-        return "tombstones"
-    if opts.rebuild_interval_s > 0 and now - (last_build_at or 0.0) >= opts.rebuild_interval_s:
-        return "schedule"
-    return None
 
 
 class IndexFollower:

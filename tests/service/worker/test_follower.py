@@ -15,13 +15,14 @@ from service.index import CoalescingSearcher, VectorIndex, build_index
 from service.store import Item, SQLiteStore
 from service.store.redis_store import RedisStore
 from service.worker.canary import ExactMain, RecallCanary
-from service.worker.follower import IndexFollower, rebuild_reason
+from service.worker.follower import IndexFollower
 from service.worker.queue_local import LocalJobQueue
 from service.worker.queue_redis import RedisJobQueue
 from service.worker.rebuild import run_rebuild
 from service.worker.records import Job
 from service.worker.runner import process
 from service.worker.snapshots import SnapshotStore
+from service.worker.triggers import rebuild_reason
 from tests.service.index.data import clustered
 from tests.service.worker.conftest import RedisServer
 
