@@ -35,8 +35,9 @@ def test_amp_steps_are_finite_and_close_to_fp32(tiny_demo, tmp_path) -> None:
 
 @skip_without_cuda(min_devices=2)
 def test_torchrun_ddp_nccl_two_gpus(tiny_demo, tmp_path) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ufo_cli",
-           "train", "--preset", "demo", "--tasks", "face,vehicle", "--data", str(tiny_demo),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr", "127.0.0.1",
+           "--nproc-per-node", "2", "-m", "ufo_cli", "train", "--preset", "demo", "--tasks", "face,vehicle",
+           "--data", str(tiny_demo),
            "--out", str(tmp_path / "ddp"), "--steps", "2", "--batch-per-task", "8", "--no-eval"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -102,15 +102,32 @@ def test_param_groups_and_schedule():
     assert lr_factor(99, 100, 0.1) < 0.01
 
 
-def test_torchrun_ddp_two_processes_on_cpu(tiny_demo, tmp_path):
-    """Real DistributedDataParallel (gloo) through torchrun: both ranks step, rank 0 writes the checkpoint."""
+def can_set_hostname() -> bool:
+    """Root with `unshare` (a private UTS namespace: the hostname changes for the child alone)."""
+    import shutil
+    import subprocess
+
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--uts", "hostname", "probe"], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("hostname", [None, "no-such-host-ufo"])
+def test_torchrun_ddp_two_processes_on_cpu(tiny_demo, tmp_path, hostname):
+    """Real DistributedDataParallel (gloo) through torchrun, as the README runs it: both ranks step, rank 0
+    writes the checkpoint. Also on a machine whose hostname does not resolve (a container's, often): there
+    torchrun's rendezvous advertises the hostname and waits forever unless `--local-addr 127.0.0.1`."""
     import os
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ufo_cli",
-           "--threads", "1", "train", "--preset", "demo", "--tasks", "face,vehicle", "--data", str(tiny_demo),
-           "--out", str(tmp_path / "ddp"), "--steps", "2", "--batch-per-task", "8", "--no-eval"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr", "127.0.0.1",
+           "--nproc-per-node", "2", "-m", "ufo_cli", "--threads", "1", "train", "--preset", "demo", "--tasks",
+           "face,vehicle", "--data", str(tiny_demo), "--out", str(tmp_path / "ddp"), "--steps", "2",
+           "--batch-per-task", "8", "--no-eval"]
+    if hostname is not None:
+        if not can_set_hostname():
+            pytest.skip("needs root and unshare to give the run a hostname that does not resolve")
+        cmd = ["unshare", "--uts", "sh", "-c", f'hostname {hostname} && exec "$@"', "sh", *cmd]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
