@@ -154,7 +154,10 @@ class MilvusCatalog:
         index_type = index_type_for(n_expected, self.flat_below)
         self._call("create", lambda: self.client.create_collection(
             name, schema=schema, index_params=index_params(self.client, index_type), consistency_level=CONSISTENCY,
-            properties=props))
+            properties=props, num_shards=self.settings.shards))
+        if self.settings.replicas > 1:  # made loaded with one replica: load it again with the configured number
+            self._call("release", lambda: self.client.release_collection(name))
+            self._call("load", lambda: self.client.load_collection(name, replica_number=self.settings.replicas))
         return MilvusIndex(self.client, name, dim, model_version, retry_after_s=self.settings.retry_after_s,
                            index_type=index_type)
 

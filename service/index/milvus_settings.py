@@ -49,6 +49,12 @@ class MilvusSettings(BaseModel):
     index_wait_s: float = Field(default=600.0, ge=0)  # how long a new HNSW collection may index before ef tuning
     # a collection the alias no longer names is dropped this long after (requests in flight, replicas adopting)
     retire_after_s: float = Field(default=600.0, ge=0)
+    # each new collection's shards (write parallelism across data nodes) and in-memory replicas (query nodes
+    # serving it); both fixed when a collection is made (first fill, upgrade, rebuild), so a change applies from
+    # the next one. replicas 1 passes no number: the cluster's own (clusterLevelLoadReplicaNumber, which our
+    # Helm values set per resource group) applies. Milvus Lite accepts and ignores both.
+    shards: int = Field(default=1, ge=1, le=64)
+    replicas: int = Field(default=1, ge=1)
 
     @field_validator("uri")
     @classmethod

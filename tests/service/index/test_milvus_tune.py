@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from service.config import Settings
 from service.index.milvus_catalog import MilvusCatalog
 from service.index.milvus_settings import MilvusSettings
 from service.index.milvus_tune import EF_LADDER, canary_truth, held_out_queries, scan_top_k
@@ -137,3 +139,22 @@ def test_the_collection_an_alias_leaves_is_dropped_after_the_grace_period(tmp_pa
         assert again.retired("face") == [new.collection] and again.client.has_collection(new.collection)
     finally:
         again.close()
+
+
+def test_shards_and_replicas_are_settings_that_reach_milvus(tmp_path: Path, gallery: np.ndarray,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UFO_MILVUS__SHARDS", "4")
+    monkeypatch.setenv("UFO_MILVUS__REPLICAS", "2")
+    settings = Settings().milvus
+    assert (settings.shards, settings.replicas) == (4, 2)
+    for bad in ("0", "65", "two"):
+        monkeypatch.setenv("UFO_MILVUS__SHARDS", bad)
+        with pytest.raises(ValidationError, match="shards"):
+            Settings()
+    # Milvus Lite takes both (and serves from one shard and one replica): the calls a server gets are accepted
+    catalog = MilvusCatalog(MilvusSettings(uri=str(tmp_path / "m.db"), shards=4, replicas=2), flat_below=N)
+    try:
+        index = filled(catalog, "face", gallery[:20], n_expected=20)
+        assert len(index) == 20 and scan_top_k(index, gallery[:1], 1)[0][0].id == "i0"
+    finally:
+        catalog.close()
