@@ -141,7 +141,7 @@ def test_the_collection_an_alias_leaves_is_dropped_after_the_grace_period(tmp_pa
         again.close()
 
 
-def test_shards_and_replicas_are_settings_that_reach_milvus(tmp_path: Path, gallery: np.ndarray,
+def test_shards_replicas_and_the_new_milvus_settings_are_checked_and_reach_milvus(tmp_path: Path, gallery: np.ndarray,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UFO_MILVUS__SHARDS", "4")
     monkeypatch.setenv("UFO_MILVUS__REPLICAS", "2")
@@ -151,6 +151,13 @@ def test_shards_and_replicas_are_settings_that_reach_milvus(tmp_path: Path, gall
         monkeypatch.setenv("UFO_MILVUS__SHARDS", bad)
         with pytest.raises(ValidationError, match="shards"):
             Settings()
+    monkeypatch.delenv("UFO_MILVUS__SHARDS")
+    for name, bad in (("UFO_MILVUS__REPLICAS", "0"), ("UFO_MILVUS__RETIRE_AFTER_S", "-1"),
+                      ("UFO_MILVUS__INDEX_WAIT_S", "soon"), ("UFO_INDEX__CANARY_EXACT_MAX_ITEMS", "-5")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValidationError, match=name.split("__")[-1].lower()):
+            Settings()
+        monkeypatch.delenv(name)
     # Milvus Lite takes both (and serves from one shard and one replica): the calls a server gets are accepted
     catalog = MilvusCatalog(MilvusSettings(uri=str(tmp_path / "m.db"), shards=4, replicas=2), flat_below=N)
     try:
