@@ -28,7 +28,7 @@ from service.index.tune import OperatingPoint
 
 log = logging.getLogger(__name__)
 PROP_VERSION, PROP_DIM, PROP_OFFSET = "ufo.model_version", "ufo.dim", "ufo.offset"
-PROP_EF, PROP_RECALL = "ufo.ef", "ufo.recall"  # the tuned HNSW ef and the recall@10 it reached
+PROP_EF, PROP_RECALL, PROP_TUNED_COUNT = "ufo.ef", "ufo.recall", "ufo.tuned_count"  # HNSW ef, its recall@10, at size
 
 
 def index_type_for(n_expected: int, flat_below: int, *, gpu: bool = False) -> str:
@@ -123,11 +123,11 @@ class MilvusCatalog:
         props = self._call("describe", lambda: self.client.describe_collection(name)).get("properties", {})
         described = self._call("describe index", lambda: self.client.describe_index(name, "vector")) or {}
         self._call("load", lambda: self.client.load_collection(name))
-        ef, recall = props.get(PROP_EF), props.get(PROP_RECALL)
+        ef, recall, count = props.get(PROP_EF), props.get(PROP_RECALL), props.get(PROP_TUNED_COUNT)
         return MilvusIndex(self.client, name, int(props[PROP_DIM]), props[PROP_VERSION],
                            offset=int(props.get(PROP_OFFSET, 0)), retry_after_s=self.settings.retry_after_s,
                            index_type=described.get("index_type", "FLAT"), search_ef=int(ef) if ef else None,
-                           tuned_recall=float(recall) if recall else None)
+                           tuned_recall=float(recall) if recall else None, tuned_count=int(count) if count else None)
 
     def create(self, task: str, model_version: str, dim: int, *, n_expected: int = 0,
                generation: str = "") -> MilvusIndex:
@@ -193,11 +193,12 @@ class MilvusCatalog:
             log.warning("%s: still indexing after %.0f s; tuning on what is indexed", index.collection,
                         self.settings.index_wait_s)
         self.settle_lite(index.collection)
+        count = len(index)
         point = tune_ef(index, self.recall_target)
         if point is not None:
-            index.tuned_recall = point.recall
-            self._call("set ef", lambda: self.client.alter_collection_properties(
-                index.collection, properties={PROP_EF: str(index.search_ef), PROP_RECALL: f"{point.recall:.6f}"}))
+            index.tuned_recall, index.tuned_count = point.recall, count
+            self._call("set ef", lambda: self.client.alter_collection_properties(index.collection, properties={
+                PROP_EF: str(index.search_ef), PROP_RECALL: f"{point.recall:.6f}", PROP_TUNED_COUNT: str(count)}))
         return point
 
     def promote(self, task: str, engine: MilvusIndex) -> None:

@@ -72,7 +72,7 @@ class MilvusIndex(ChangeLogWrites):
 
     def __init__(self, client: MilvusClient, collection: str, dim: int, model_version: str, *, offset: int = 0,
                  retry_after_s: float = 2.0, index_type: str = "FLAT", search_ef: int | None = None,
-                 tuned_recall: float | None = None):
+                 tuned_recall: float | None = None, tuned_count: int | None = None):
         self.client = client
         self.collection = collection
         self.dim = dim
@@ -82,6 +82,7 @@ class MilvusIndex(ChangeLogWrites):
         self.index_type = index_type  # FLAT, HNSW or GPU_CAGRA (chosen by size when the collection was made)
         self.search_ef = search_ef  # HNSW search effort, tuned to the recall target (None: Milvus's default)
         self.tuned_recall = tuned_recall  # recall@10 at that ef on held-out queries when it was tuned
+        self.tuned_count = tuned_count  # how many items the collection held then
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
         return guarded(call, f"{what} on {self.collection}", self.retry_after_s)

@@ -3,7 +3,7 @@
 Milvus builds and compacts a collection's index itself, but never changes its type: a collection made exact
 (FLAT, below `index.flat_below` items) stays FLAT however large it grows, and an HNSW `ef` is tuned once, for
 the size the collection had. A rebuild (`POST .../index/rebuild`, or the follower when a FLAT collection has
-grown past `flat_below`) makes a new collection of the same model version with the index type of today's
+grown past `flat_below` or an HNSW one has doubled since its ef was tuned) makes a new collection of the same model version with the index type of today's
 size, fills it from the store while the live one serves, tunes it, catches it up under the follower's sync
 lock and moves the alias (`IndexFollower.cut_over`): the old collection is retired like an upgrade's. Other
 replicas see the alias name another collection of their own model version and switch to it
@@ -29,11 +29,17 @@ if TYPE_CHECKING:
     from service.worker.records import SnapshotInfo
 
 log = logging.getLogger(__name__)
+GROWTH = 2.0  # an HNSW collection is made (and tuned) again each time it doubles: a handful of times in its life
 
 
 def recreate_reason(index: IndexEngine, opts: IndexSettings) -> str | None:
-    """'size' when an exact (FLAT) collection has grown past `flat_below`; else None."""
-    if getattr(index, "index_type", None) == "FLAT" and len(index) >= opts.flat_below:
+    """'size' when an exact (FLAT) collection has grown past `flat_below`, or an HNSW one to `GROWTH` times the
+    size its ef was tuned at (a graph's recall at a fixed ef falls as it grows); else None."""
+    kind = getattr(index, "index_type", None)
+    if kind == "FLAT" and len(index) >= opts.flat_below:
+        return "size"
+    tuned_at = getattr(index, "tuned_count", None)
+    if kind == "HNSW" and tuned_at and len(index) >= GROWTH * tuned_at:
         return "size"
     return None
 

@@ -78,7 +78,8 @@ def wait_for_job(client: httpx.Client, reason: str) -> dict:
 def test_a_flat_collection_outgrown_is_made_again_as_hnsw_with_no_write_lost(api_repo: Path,
                                                                               tmp_path: Path) -> None:
     """Milvus never changes an index's type: past flat_below the follower makes the collection again (HNSW,
-    ef tuned) beside the live one and moves the alias, while writes keep coming; the admin route does it too."""
+    ef tuned) beside the live one and moves the alias, while writes keep coming; the admin route does it too,
+    and the follower again once the collection has doubled since its ef was tuned."""
     settings = {**milvus(tmp_path), "index__flat_below": "20", "index__poll_interval_s": "0.1",
                 "index__min_rebuild_gap_s": "0"}
     server = start_server(api_repo, tmp_path / "gw", **settings)
@@ -106,6 +107,14 @@ def test_a_flat_collection_outgrown_is_made_again_as_hnsw_with_no_write_lost(api
             assert index["job"]["state"] == "done" and index["job"]["last_version"] != made, index["job"]
             assert (index["type"], index["size"]) == ("milvus:HNSW", written)
             assert [top_id(client, s) for s in range(0, written, 7)] == [f"g{s}" for s in range(0, written, 7)]
+            tuned_in = index["job"]["last_version"]
+
+            more = [{"id": f"g{i}", "embedding": unit(i)} for i in range(written, 2 * written)]
+            assert client.post("/v1/tasks/face/items", json={"items": more}).status_code == 200
+            index = wait_for_job(client, "size")  # doubled since its ef was tuned: made and tuned again
+            assert index["job"]["state"] == "done" and index["job"]["last_version"] != tuned_in, index["job"]
+            assert (index["type"], index["size"]) == ("milvus:HNSW", 2 * written)
+            assert top_id(client, 2 * written - 1) == f"g{2 * written - 1}"
     finally:
         server.stop()
 
