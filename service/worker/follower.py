@@ -13,8 +13,8 @@
 - Model upgrades: `serving` (model version, index, searcher) is one value, replaced by one assignment
   (`cut_over`, `service.worker.upgrade`): a query embedded with its model is searched in its index.
 - Engines: a FAISS index is rebuilt by jobs and adopted from snapshots; a Milvus collection indexes and
-  compacts itself: the follower applies the log to it, makes it again when it outgrows FLAT or on request
-  (`milvus_rebuild`), and promotes (alias) at a cut-over. Each round it reads the task's alias: another model
+  compacts itself: the follower applies the log to it, makes it again when it outgrows its index or on
+  request (`milvus_rebuild`), and promotes (alias) at a cut-over. Each round it reads the task's alias: another model
   version's collection goes to `on_new_model` like a FAISS snapshot of a new model; its own version's is
   switched to (another replica's rebuild).
 
@@ -194,6 +194,7 @@ class IndexFollower:
         if self.job is None or self.job.state != "running":
             now = time.time()
             self.job = JobStatus(self.task, "running", f"{self.task}-{time.time_ns():x}", reason, now, now)
+            self._tasks = [t for t in self._tasks if not t.done()]  # (finished rebuilds: not kept for ever)
             self._tasks.append(asyncio.create_task(self._recreate(self.job), name=f"recreate-{self.task}"))
         return self.job
 

@@ -3,12 +3,13 @@
 Milvus builds and compacts a collection's index itself, but never changes its type: a collection made exact
 (FLAT, below `index.flat_below` items) stays FLAT however large it grows, and an HNSW `ef` is tuned once, for
 the size the collection had. A rebuild (`POST .../index/rebuild`, or the follower when a FLAT collection has
-grown past `flat_below` or an HNSW one has doubled since its ef was tuned) makes a new collection of the same model version with the index type of today's
-size, fills it from the store while the live one serves, tunes it, catches it up under the follower's sync
-lock and moves the alias (`IndexFollower.cut_over`): the old collection is retired like an upgrade's. Other
-replicas see the alias name another collection of their own model version and switch to it
-(`adopt_same_version`). When another process moved the alias meanwhile, the new collection is dropped and
-that one is adopted instead: two replicas rebuilding at once never leave two live collections.
+grown past `flat_below` or an HNSW one has doubled since its ef was tuned) makes a new collection of the same
+model version with the index type of today's size, fills it from the store while the live one serves, tunes
+it, catches it up under the follower's sync lock and moves the alias (`IndexFollower.cut_over`): the old
+collection is retired like an upgrade's. Other replicas see the alias name another collection of their own
+model version and switch to it (`adopt_same_version`). When another process moved the alias meanwhile, the
+new collection is dropped and that one is adopted instead: two replicas rebuilding at once never leave two
+live collections.
 """
 
 from __future__ import annotations
