@@ -1,4 +1,5 @@
-"""Per-task vector index: main (FAISS) + exact delta + tombstones, coalesced search, snapshots."""
+"""Per-task vector indexes behind one engine seam (`engine.py`): FAISS in the gateway (main + exact delta +
+tombstones, coalesced search, snapshots) or a Milvus collection (`milvus_*`: filters pushed down, ef tuned)."""
 
 from service.index.build import build_index, gpu_available, resolve_factory, set_search_params, suggest_nlist
 from service.index.coalescer import CoalescingSearcher

@@ -5,7 +5,8 @@ loads neither FAISS nor Redis.
 
 Gateway side: `open_job_queue(settings)` → `IndexFollower.open(...)` per task (see `follower`),
 `upgrade_model(...)` for a new model version, `ImageKeeper` for kept images.
-Worker side: `run_worker(settings)` (`ufo worker`), the job itself is `rebuild.run_rebuild`.
+Worker side: `run_worker(settings)` (`ufo worker`), the job itself is `rebuild.run_rebuild`. With Milvus the
+gateway's follower makes a collection again itself (`milvus_rebuild`): there is no job to queue.
 """
 
 from __future__ import annotations

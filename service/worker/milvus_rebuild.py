@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from service.worker.changes import follow_log
 from service.worker.live_index import fill_from_store, reopen_aliased
@@ -26,11 +26,30 @@ from service.worker.records import JobStatus
 if TYPE_CHECKING:
     from service.config import IndexSettings
     from service.index.engine import IndexEngine
-    from service.worker.follower import IndexFollower
+    from service.inference import ModelInfo
+    from service.store.base import GalleryStore
     from service.worker.records import SnapshotInfo
+    from service.worker.serving import Serving
 
 log = logging.getLogger(__name__)
 GROWTH = 2.0  # an HNSW collection is made (and tuned) again each time it doubles: a handful of times in its life
+
+
+class Follower(Protocol):
+    """What these steps use of `IndexFollower` (which calls them): named here so neither imports the other."""
+
+    task: str
+    store: GalleryStore
+    catalog: Any  # the Milvus catalog
+    swap_lock: asyncio.Lock
+
+    @property
+    def index(self) -> IndexEngine: ...
+
+    @property
+    def serving(self) -> Serving: ...
+
+    async def cut_over(self, index: IndexEngine, *, info: ModelInfo | None = None, promote: bool = True) -> None: ...
 
 
 def recreate_reason(index: IndexEngine, opts: IndexSettings) -> str | None:
@@ -45,7 +64,7 @@ def recreate_reason(index: IndexEngine, opts: IndexSettings) -> str | None:
     return None
 
 
-async def recreate(follower: IndexFollower, job: JobStatus) -> JobStatus:
+async def recreate(follower: Follower, job: JobStatus) -> JobStatus:
     """Run one rebuild of `follower`'s collection (see the module docstring); returns the finished job."""
     catalog, task = follower.catalog, follower.task
     assert catalog is not None
@@ -71,7 +90,7 @@ async def recreate(follower: IndexFollower, job: JobStatus) -> JobStatus:
                      last_build_at=time.time(), last_build_seconds=seconds, last_version=fresh.collection)
 
 
-async def adopt_same_version(follower: IndexFollower, info: SnapshotInfo) -> None:
+async def adopt_same_version(follower: Follower, info: SnapshotInfo) -> None:
     """Another process made this model version's collection again and moved the alias: serve that one."""
     async with follower.swap_lock:
         index = await asyncio.to_thread(reopen_aliased, follower.catalog, follower.task, info)
