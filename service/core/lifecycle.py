@@ -109,8 +109,9 @@ def open_engine_catalog(settings: Settings):  # noqa: ANN201 - EngineCatalog | N
     """The Milvus catalog when the engine setting names it; None for FAISS (indexes in this process)."""
     if settings.index.engine == "faiss":
         return None
-    return open_catalog(settings.index.engine, milvus=settings.milvus, flat_below=settings.index.flat_below,
-                        recall_target=settings.index.recall_target)
+    opts = settings.index
+    return open_catalog(opts.engine, milvus=settings.milvus, flat_below=opts.flat_below,
+                        recall_target=opts.recall_target, exact_scan_max_items=opts.exact_scan_max_items)
 
 
 @contextlib.asynccontextmanager

@@ -87,7 +87,8 @@ class EngineCatalog(Protocol):
 
 
 def open_catalog(engine: str, *, data_dir: Any = None, milvus: MilvusSettings | None = None,
-                 flat_below: int = 50_000, recall_target: float = 0.95) -> EngineCatalog:
+                 flat_below: int = 50_000, recall_target: float = 0.95, exact_scan_max_items: int = 10_000
+                 ) -> EngineCatalog:
     """The catalog the settings name (`UFO_INDEX__ENGINE`); ValueError naming the setting otherwise."""
     if engine == "faiss":
         from service.index.faiss_engine import FaissCatalog
@@ -99,5 +100,6 @@ def open_catalog(engine: str, *, data_dir: Any = None, milvus: MilvusSettings | 
         from service.index.milvus_catalog import MilvusCatalog
         from service.index.milvus_settings import MilvusSettings
 
-        return MilvusCatalog(milvus or MilvusSettings(), flat_below=flat_below, recall_target=recall_target)
+        return MilvusCatalog(milvus or MilvusSettings(), flat_below=flat_below, recall_target=recall_target,
+                             exact_scan_max_items=exact_scan_max_items)
     raise ValueError(f"UFO_INDEX__ENGINE={engine!r} is not an index engine: use one of {', '.join(ENGINES)}")

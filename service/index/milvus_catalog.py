@@ -57,12 +57,14 @@ class MilvusCatalog:
 
     name = "milvus"
 
-    def __init__(self, settings: MilvusSettings, *, flat_below: int = 50_000, recall_target: float = 0.95):
+    def __init__(self, settings: MilvusSettings, *, flat_below: int = 50_000, recall_target: float = 0.95,
+                 exact_scan_max_items: int = 10_000):
         from pymilvus import MilvusClient
 
         self.settings = settings
         self.flat_below = flat_below
         self.recall_target = recall_target
+        self.exact_scan_max_items = exact_scan_max_items  # tuning's truth: a scan up to this size, else ef 8192
         if is_lite(settings.uri):
             Path(settings.uri).parent.mkdir(parents=True, exist_ok=True)
         self.client = self._call("connect", lambda: MilvusClient(
@@ -194,7 +196,7 @@ class MilvusCatalog:
                         self.settings.index_wait_s)
         self.settle_lite(index.collection)
         count = len(index)
-        point = tune_ef(index, self.recall_target)
+        point = tune_ef(index, self.recall_target, self.exact_scan_max_items)
         if point is not None:
             index.tuned_recall, index.tuned_count = point.recall, count
             self._call("set ef", lambda: self.client.alter_collection_properties(index.collection, properties={

@@ -1,11 +1,12 @@
-"""Search effort of a Milvus HNSW collection: `ef` tuned to the recall target on held-out queries against exact
-search, as the FAISS engine tunes its operating point; and the ground truth the recall canary compares with.
+"""Search effort of a Milvus HNSW collection: `ef` tuned to the recall target on held-out queries, as the FAISS
+engine tunes its operating point; and the truth the recall canary compares live queries with.
 
 Exact search over a Milvus collection is a scan: every vector read back through a query iterator and scored
-here (Milvus has no exhaustive mode for an HNSW collection). It costs O(N) reads per call, so tuning scans once
-per fill (as a FAISS build reads every vector once), and the canary scans only collections of at most
-`index.canary_exact_max_items`; above that it compares with a search at `REFERENCE_EF` and says so
-(`reference`), a bound rather than exact truth.
+here (Milvus has no exhaustive mode for an HNSW collection). That is slow (Milvus Lite, 128-d: 10k rows ~4 s,
+100k rows ~2 min, `bench/milvus_scan.py`), so tuning and the canary scan only collections of at most
+`index.exact_scan_max_items` (10k); above that their truth is a search at `REFERENCE_EF`, far past any tuned
+ef: near-exact, not exact, and the canary says which (`exact`). Held-out queries come from one page of stored
+vectors, never a full read.
 
 The tuned `ef` is kept in the collection's properties (`ufo.ef`), so every replica that opens the collection
 searches with it. A query asking for more hits than `ef` is searched with ef = k (Milvus needs ef >= k).
@@ -31,6 +32,7 @@ EF_LADDER = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 REFERENCE_EF = 8192  # the canary's reference above the scan limit: far past any tuned ef
 RECALL_K = 10
 SCAN_BATCH = 4096
+SAMPLE_ROWS = 4096  # held-out queries are drawn from the first page of the collection (pk order)
 
 
 def scan_top_k(index: MilvusIndex, xq: np.ndarray, k: int) -> list[list[Hit]]:
@@ -49,18 +51,17 @@ def scan_top_k(index: MilvusIndex, xq: np.ndarray, k: int) -> list[list[Hit]]:
 
 
 def sample_vectors(index: MilvusIndex, n: int, seed: int = 7) -> np.ndarray:
-    """Up to `n` stored vectors drawn uniformly (a reservoir over one read of the collection)."""
-    rng = np.random.default_rng(seed)
-    picked: list[np.ndarray] = []
-    seen = 0
-    for _, xb in index.iter_vectors(SCAN_BATCH):
-        for row in xb:
-            seen += 1
-            if len(picked) < n:
-                picked.append(row)
-            elif (slot := int(rng.integers(0, seen))) < n:
-                picked[slot] = row
-    return np.stack(picked) if picked else np.empty((0, index.dim), dtype=np.float32)
+    """Up to `n` stored vectors drawn uniformly from the collection's first `SAMPLE_ROWS` (one page, not a scan)."""
+    pages = index.iter_vectors(SAMPLE_ROWS)
+    try:
+        page = next(pages, None)
+    finally:
+        pages.close()  # (ends the query iterator now, not when the generator is collected)
+    if page is None:
+        return np.empty((0, index.dim), dtype=np.float32)
+    rows = page[1]
+    picks = np.random.default_rng(seed).choice(len(rows), size=min(n, len(rows)), replace=False)
+    return rows[np.sort(picks)]
 
 
 def held_out_queries(index: MilvusIndex, n: int) -> np.ndarray:
@@ -87,13 +88,15 @@ def recall_of(found: list[list[Hit]], truth: list[list[Hit]]) -> float:
     return float(np.mean(recalls)) if recalls else 1.0
 
 
-def tune_ef(index: MilvusIndex, target: float, n_queries: int = 100) -> OperatingPoint | None:
+def tune_ef(index: MilvusIndex, target: float, max_exact_items: int, n_queries: int = 100) -> OperatingPoint | None:
     """Set (and return) the smallest ef on `EF_LADDER` whose recall@10 on held-out queries reaches `target`
-    (the best one, with a warning, when none does). None for a collection that is not HNSW or too small."""
+    against `canary_truth` (the best one, with a warning, when none does). None for a collection that is not
+    HNSW or too small."""
     if index.index_type != "HNSW" or len(index) <= RECALL_K:
         return None
     xq = held_out_queries(index, n_queries)
-    truth = scan_top_k(index, xq, RECALL_K)
+    reference = canary_truth(index, xq, RECALL_K, max_exact_items)
+    truth = reference.hits
     queries = [Query(RECALL_K)] * len(xq)
     measured: list[tuple[int, float, float]] = []
     for ef in EF_LADDER:
@@ -107,8 +110,8 @@ def tune_ef(index: MilvusIndex, target: float, n_queries: int = 100) -> Operatin
         log.warning("%s: no ef reached recall@%d %.3f; using ef=%d (%.4f)", index.collection, RECALL_K, target,
                     ef, recall)
     index.search_ef = ef
-    log.info("%s: ef=%d, recall@%d %.4f on %d held-out queries, %.0f QPS", index.collection, ef, RECALL_K, recall,
-             len(xq), qps)
+    log.info("%s: ef=%d, recall@%d %.4f on %d held-out queries (%s), %.0f QPS", index.collection, ef, RECALL_K,
+             recall, len(xq), "vs exact search" if reference.exact else f"vs ef={REFERENCE_EF}", qps)
     return OperatingPoint(f"ef={ef}", recall, qps)
 
 

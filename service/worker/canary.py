@@ -37,7 +37,7 @@ class RecallCanary:
     """Reservoir of live queries + periodic exact re-runs; `recall` is the last round's mean recall@k."""
 
     def __init__(self, *, k: int = 10, per_round: int = 16, reservoir: int = 256, seed: int = 0,
-                 on_result: Callable[[float], None] | None = None, max_exact_items: int = 100_000):
+                 on_result: Callable[[float], None] | None = None, max_exact_items: int = 10_000):
         if k <= 0 or per_round <= 0 or reservoir <= 0:
             raise ValueError("k, per_round and reservoir must be positive")
         self.k = k

@@ -86,7 +86,7 @@ class IndexFollower:
         self.on_swap = on_swap  # called with the new index after a model cut-over (re-point the searcher)
         self.on_new_model = on_new_model  # called once per snapshot of another model version
         self.canary = RecallCanary(k=opts.canary_k, per_round=opts.canary_queries,
-                                   max_exact_items=opts.canary_exact_max_items,
+                                   max_exact_items=opts.exact_scan_max_items,
                                    on_result=lambda r: on_recall and on_recall(task, opts.canary_k, r))
         self.swaps = 0
         self.last_error: str | None = None

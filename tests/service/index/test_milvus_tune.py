@@ -153,7 +153,7 @@ def test_shards_replicas_and_the_new_milvus_settings_are_checked_and_reach_milvu
             Settings()
     monkeypatch.delenv("UFO_MILVUS__SHARDS")
     for name, bad in (("UFO_MILVUS__REPLICAS", "0"), ("UFO_MILVUS__RETIRE_AFTER_S", "-1"),
-                      ("UFO_MILVUS__INDEX_WAIT_S", "soon"), ("UFO_INDEX__CANARY_EXACT_MAX_ITEMS", "-5")):
+                      ("UFO_MILVUS__INDEX_WAIT_S", "soon"), ("UFO_INDEX__EXACT_SCAN_MAX_ITEMS", "-5")):
         monkeypatch.setenv(name, bad)
         with pytest.raises(ValidationError, match=name.split("__")[-1].lower()):
             Settings()
