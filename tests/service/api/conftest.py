@@ -26,6 +26,7 @@ from model_store.export import export_model
 from model_store.triton import free_port
 from service.app import create_app
 from service.config import Settings
+from tests.service.worker.conftest import RedisServer
 
 ROOT = Path(__file__).resolve().parents[3]
 DEMO_MODELS = ROOT / "demo" / "models"
@@ -62,6 +63,16 @@ def faces(tiny_demo: Path) -> dict[str, list[bytes]]:
     folder = tiny_demo / "face" / "test"
     return {p.name: [f.read_bytes() for f in sorted(p.glob("*.pgm"))]
             for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.is_dir()}
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server for one test (AOF on, appendfsync always), stopped after it."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -58,14 +58,6 @@ def model_version(client: httpx.Client) -> str:
     return client.get("/v1/tasks/face/model").json()["model_version"]
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
 
 def replica_settings(redis: RedisServer, milvus: MilvusServer, shared: Path) -> dict[str, str]:
     """Both replicas: the same store, Milvus server and data folder (kept images, as k8s gateways share it)."""

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -153,15 +153,6 @@ class Writer:
         self._thread.join(60)
         assert not self._thread.is_alive(), "the writer thread did not stop"
 
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A fresh redis-server for the test (AOF on, appendfsync always)."""
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def same_answers(a: httpx.Client, b: httpx.Client) -> dict[int, list[tuple[str, float]]]:

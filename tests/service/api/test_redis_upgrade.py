@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -39,14 +38,6 @@ N_PEOPLE = 8
 ADOPT_S = 60.0  # bound on the wait for B to adopt the new model (no timing assertion)
 
 
-@pytest.fixture
-def redis_store(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
 
 def model_of(client: httpx.Client) -> dict:
     response = client.get("/v1/tasks/face/model")
@@ -56,14 +47,14 @@ def model_of(client: httpx.Client) -> dict:
 
 @pytest.mark.timeout(180)
 def test_upgrade_on_one_replica_is_adopted_by_the_other_without_a_restart(
-        api_repo: Path, tmp_path: Path, redis_store: RedisServer, faces: dict[str, list[bytes]]) -> None:
+        api_repo: Path, tmp_path: Path, redis_server: RedisServer, faces: dict[str, list[bytes]]) -> None:
     repo = Path(shutil.copytree(api_repo, tmp_path / "repo"))  # private: this test adds ufo_face/2
     admin_key, admin_record = create_key(["admin"])
     read_key, read_record = create_key(["read", "write"])
     admin = {"Authorization": f"Bearer {admin_key}"}
     user = {"Authorization": f"Bearer {read_key}"}
     shared = tmp_path / "shared"  # both replicas' data_dir: kept images and snapshots are shared
-    settings = {"store_url": redis_store.url, "data_dir": str(shared),
+    settings = {"store_url": redis_server.url, "data_dir": str(shared),
                 "api_keys": f'["{admin_record.render()}", "{read_record.render()}"]',
                 "index__poll_interval_s": str(POLL_S), "index__canary_interval_s": "0",
                 "index__rebuild_tombstone_ratio": "0"}
@@ -118,7 +109,7 @@ def test_upgrade_on_one_replica_is_adopted_by_the_other_without_a_restart(
         index_a, index_b = index_of(a), index_of(b)
         assert index_a["model_version"] == index_b["model_version"] == "ufo_face/2"
         assert index_a["size"] == index_b["size"] == len(gallery)
-        with redis.Redis.from_url(redis_store.url) as r:
+        with redis.Redis.from_url(redis_server.url) as r:
             announced = SnapshotInfo.from_json(r.get("ufo:{jobs}:latest:face"))  # what A's upgrade announced
         assert announced.model_version == "ufo_face/2" and announced.count == len(gallery)
         assert index_a["version"] == index_b["version"] == announced.version  # B adopted A's snapshot
@@ -195,9 +186,9 @@ def give_version_2(repo_a: Path, repo_b: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_replica_adopts_the_new_model_once_its_repository_has_it(
-        api_repo: Path, tmp_path: Path, redis_store: RedisServer, faces: dict[str, list[bytes]]) -> None:
+        api_repo: Path, tmp_path: Path, redis_server: RedisServer, faces: dict[str, list[bytes]]) -> None:
     gallery = {person: faces[person][0] for person in list(faces)[:N_PEOPLE]}
-    servers, repo_a, repo_b, _ = split_replicas(api_repo, tmp_path, redis_store.url, gallery)
+    servers, repo_a, repo_b, _ = split_replicas(api_repo, tmp_path, redis_server.url, gallery)
     try:
         give_version_2(repo_a, repo_b)
         with servers[1].client() as b:
@@ -211,10 +202,10 @@ def test_replica_adopts_the_new_model_once_its_repository_has_it(
 
 @pytest.mark.timeout(120)
 def test_a_replica_behind_the_galleries_model_refuses_writes_until_it_adopts(
-        api_repo: Path, tmp_path: Path, redis_store: RedisServer, faces: dict[str, list[bytes]]) -> None:
+        api_repo: Path, tmp_path: Path, redis_server: RedisServer, faces: dict[str, list[bytes]]) -> None:
     people = list(faces)
     gallery = {person: faces[person][0] for person in people[:N_PEOPLE]}
-    servers, repo_a, repo_b, settings = split_replicas(api_repo, tmp_path, redis_store.url, gallery)
+    servers, repo_a, repo_b, settings = split_replicas(api_repo, tmp_path, redis_server.url, gallery)
     try:
         late = {"late-b": faces[people[N_PEOPLE]][0]}
         with servers[0].client() as a, servers[1].client() as b:
