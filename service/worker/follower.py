@@ -205,12 +205,13 @@ class IndexFollower:
             self.job = replace(job, state="failed", finished_at=time.time(), error=f"{type(exc).__name__}: {exc}")
             log.error("%s: making the collection again failed: %s", self.task, self.job.error)
 
-    async def check_triggers(self) -> str | None:
-        """Request a rebuild when a trigger fires (not again within `min_rebuild_gap_s`); returns the reason."""
+    async def check_triggers(self, size: int | None = None) -> str | None:
+        """Request a rebuild when a trigger fires (not again within `min_rebuild_gap_s`); returns the reason.
+        `size`: a Milvus collection's row count, as the round's engine check read it (no second call)."""
         if time.monotonic() - self._requested_at < self.opts.min_rebuild_gap_s or self.upgrading:
             return None
         if not self.rebuilds:
-            reason = recreate_reason(self.index, self.opts)
+            reason = None if size is None else recreate_reason(self.index, self.opts, size)
             if reason is not None:
                 await self.request_rebuild(reason)
             return reason
@@ -308,10 +309,10 @@ class IndexFollower:
     async def poll(self, announced: SnapshotInfo | None = None) -> None:
         """One round of upkeep: check the engine, catch up the log, adopt a newer snapshot or (Milvus) the
         collection another replica promoted, check the triggers."""
-        moved = None
+        moved, size = None, None
         if not self.rebuilds:  # an index outside this process: is it answering? (/readyz reports it)
             try:
-                await asyncio.to_thread(len, self.index)
+                size = await asyncio.to_thread(len, self.index)
                 if self.catalog is not None:
                     moved = await asyncio.to_thread(alias_moved, self.catalog, self.task, self.index)
                 self.engine_error = None
@@ -332,7 +333,7 @@ class IndexFollower:
             await adopt_same_version(self, moved)
         elif latest is not None and self.wants(latest) and not self.swap_lock.locked():
             await self.adopt(latest)  # (not while an upgrade holds the lock: the log must keep flowing)
-        await self.check_triggers()
+        await self.check_triggers(size)
 
     async def _tell_new_model(self, info: SnapshotInfo) -> None:
         """Hand a snapshot of another model version to `on_new_model` (which raises when it cannot adopt it

@@ -52,14 +52,12 @@ class Follower(Protocol):
     async def cut_over(self, index: IndexEngine, *, info: ModelInfo | None = None, promote: bool = True) -> None: ...
 
 
-def recreate_reason(index: IndexEngine, opts: IndexSettings) -> str | None:
-    """'size' when an exact (FLAT) collection has grown past `flat_below`, or an HNSW one to `GROWTH` times the
-    size its ef was tuned at (a graph's recall at a fixed ef falls as it grows); else None."""
+def recreate_reason(index: IndexEngine, opts: IndexSettings, size: int) -> str | None:
+    """'size' when an exact (FLAT) collection of `size` rows has grown past `flat_below`, or an HNSW one to
+    `GROWTH` times the size its ef was tuned at (a graph's recall at a fixed ef falls as it grows); else None."""
     kind = getattr(index, "index_type", None)
-    if kind == "FLAT" and len(index) >= opts.flat_below:
-        return "size"
     tuned_at = getattr(index, "tuned_count", None)
-    if kind == "HNSW" and tuned_at and len(index) >= GROWTH * tuned_at:
+    if (kind == "FLAT" and size >= opts.flat_below) or (kind == "HNSW" and tuned_at and size >= GROWTH * tuned_at):
         return "size"
     return None
 
