@@ -156,13 +156,14 @@ class IndexFollower:
     async def status(self) -> dict[str, Any]:
         """Everything GET /v1/tasks/{task}/index reports: index, snapshot, job, canary, upgrade."""
         index, snap = self.index, self.snapshot
+        size = len(index) if self.rebuilds else await asyncio.to_thread(len, index)  # Milvus: a round trip
         try:
             job: dict[str, Any] | None = (self.job or await self.queue.job_status(self.task)).to_dict()
         except Exception as exc:  # the queue being down must not take the status route with it
             job = {"state": None, "error": f"job queue unreachable: {exc}"}
         return {
             "task": self.task, "model_version": self.model_version, "dim": index.dim, "type": index.factory,
-            "search_params": index.search_params, "size": len(index), "main_size": index.main_size,
+            "search_params": index.search_params, "size": size, "main_size": index.main_size if self.rebuilds else size,
             "delta_size": index.delta_size, "tombstones": index.tombstones, "offset": index.offset,
             "built_at": index.built_at, "snapshot": None if snap is None else asdict(snap), "job": job,
             # the build's tuned recall: the snapshot's (FAISS) or the collection's (Milvus tunes its own ef)

@@ -35,8 +35,8 @@ def index_info(task: TaskRuntime, follower: dict[str, Any] | None = None) -> Ind
     seconds = job.get("last_build_seconds") or (rebuild.seconds if rebuild else None)
     return IndexInfo(
         task=task.task, model_version=task.model_version, dim=task.info.embedding_dim,
-        type=index.factory if index is not None else "none", size=len(index) if index is not None else 0,
-        main_size=index.main_size if index is not None else 0, delta_size=index.delta_size if index is not None else 0,
+        type=index.factory if index is not None else "none", size=f.get("size", 0), main_size=f.get("main_size", 0),
+        delta_size=index.delta_size if index is not None else 0,
         tombstones=index.tombstones if index is not None else 0, offset=index.offset if index is not None else 0,
         built_at=index.built_at if index is not None else None, last_rebuild_seconds=seconds,
         state=state, detail=task.problem or f.get("last_error"), version=snapshot.get("version"),
