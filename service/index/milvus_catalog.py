@@ -211,7 +211,7 @@ class MilvusCatalog:
         alias = self.alias(task)
         aliases = self._call("list aliases", lambda: self.client.list_aliases()).get("aliases", [])
         if alias in aliases:
-            before = self.aliased(task)
+            before = self._call("describe alias", lambda: self.client.describe_alias(alias))["collection_name"]
             self._call("alter alias", lambda: self.client.alter_alias(engine.collection, alias))
             if before is not None and before != engine.collection:
                 self._retire_later(before)

@@ -110,9 +110,8 @@ class RecallCanary:
         return search_view(view, xq, queries), search_view(exact_view, xq, queries)
 
     def _engine_round(self, index: Any, xq: np.ndarray) -> tuple[list[list[Hit]], list[list[Hit]]] | None:
-        """(served, truth) hits of a Milvus collection (truth: exact up to `max_exact_items`)."""
-        if len(index) == 0:
-            return None
+        """(served, truth) hits of a Milvus collection (truth: exact up to `max_exact_items`; an empty collection
+        gives no truth, and `measure` reports None)."""
         served = index.search_prepared(xq, [Query(self.k)] * len(xq))
         truth = canary_truth(index, xq, self.k, self.max_exact_items)
         self.exact = truth.exact
